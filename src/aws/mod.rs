@@ -1,0 +1,52 @@
+//! AWS clients. Every client the agent builds comes from [`sdk_config`], the one place where
+//! region, endpoint, timeouts and the credentials provider are chosen.
+
+pub mod ssm;
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+
+use crate::config::AwsConfig;
+
+/// Where the agent's AWS credentials come from, for status and doctor.
+#[derive(Debug, Clone)]
+pub enum CredentialSource {
+    /// The SDK's standard chain (environment, profile, container, instance metadata).
+    DefaultChain,
+}
+
+impl CredentialSource {
+    pub fn label(&self) -> &'static str {
+        match self {
+            CredentialSource::DefaultChain => "default credential chain",
+        }
+    }
+}
+
+/// Builds the shared SDK config. `credentials` replaces the standard chain when given.
+pub async fn sdk_config(
+    cfg: &AwsConfig,
+    credentials: Option<SharedCredentialsProvider>,
+) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(cfg.region.clone()))
+        // Bounded calls: a hung SSM call must not stall a parameter refresh forever. The
+        // SDK's standard retry (3 attempts) sits inside these limits.
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(30))
+                .build(),
+        );
+    if let Some(url) = &cfg.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(provider) = credentials {
+        loader = loader.credentials_provider(provider);
+    }
+    loader.load().await
+}

@@ -1,0 +1,135 @@
+//! `lwa-agent doctor`: the online checks a sysadmin runs after install or when tokens stop
+//! coming. Prints one line per check and never a secret value.
+
+use std::time::SystemTime;
+
+use aws_sdk_sts::error::DisplayErrorContext;
+
+use super::Outcome;
+use crate::aws;
+use crate::config::Config;
+use crate::lwa::exchange::LwaClient;
+use crate::parameters::ParameterStore;
+
+struct Report {
+    failures: usize,
+}
+
+impl Report {
+    fn ok(&self, what: &str, detail: &str) {
+        println!("ok    {what}: {detail}");
+    }
+    fn fail(&mut self, what: &str, detail: &str) {
+        self.failures += 1;
+        println!("FAIL  {what}: {detail}");
+    }
+}
+
+pub async fn run(cfg: Config) -> Outcome {
+    let mut r = Report { failures: 0 };
+    let sdk = aws::sdk_config(&cfg.aws, None).await;
+    let source = aws::CredentialSource::DefaultChain;
+
+    let sts = aws_sdk_sts::Client::new(&sdk);
+    match sts.get_caller_identity().send().await {
+        Ok(id) => r.ok(
+            "AWS identity",
+            &format!(
+                "{} (account {}, credentials from the {})",
+                id.arn().unwrap_or("?"),
+                id.account().unwrap_or("?"),
+                source.label()
+            ),
+        ),
+        Err(e) => r.fail(
+            "AWS identity",
+            &format!(
+                "{}: the agent has no working AWS credentials ({})",
+                DisplayErrorContext(&e),
+                source.label()
+            ),
+        ),
+    }
+
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let names = cfg.credential_parameters();
+    let store = ParameterStore::new(names.clone());
+    match aws::ssm::fetch(&ssm, &names).await {
+        Err(e) => r.fail("SSM", &e),
+        Ok(fetched) => {
+            let now = SystemTime::now();
+            for p in &fetched.parameters {
+                let age = p
+                    .last_modified
+                    .and_then(|t| now.duration_since(t).ok())
+                    .map(|d| format!("{} days old", d.as_secs() / 86400))
+                    .unwrap_or_else(|| "age unknown".into());
+                let detail = format!("version {}, {}, {age}", p.version, p.kind);
+                if p.kind == "SecureString" {
+                    r.ok(&format!("parameter {}", p.name), &detail);
+                } else {
+                    r.fail(
+                        &format!("parameter {}", p.name),
+                        &format!("{detail}: store secrets as SecureString (KMS-encrypted)"),
+                    );
+                }
+            }
+            for (name, problem) in &fetched.problems {
+                r.fail(&format!("parameter {name}"), problem);
+            }
+            store.apply_for_doctor(fetched);
+        }
+    }
+
+    match LwaClient::new(&cfg.lwa) {
+        Err(e) => r.fail("LWA", &e),
+        Ok(lwa) => {
+            for cred in &cfg.credentials {
+                let what = format!("LWA exchange for `{}`", cred.name);
+                match store.grant(cred) {
+                    Err(e) => r.fail(&what, &e),
+                    Ok((grant, _)) => match lwa.exchange(&grant).await {
+                        Ok(t) => r.ok(
+                            &what,
+                            &format!(
+                                "token issued, valid {}s",
+                                t.seconds_left(std::time::Instant::now())
+                            ),
+                        ),
+                        Err(e) => r.fail(&what, &e.to_string()),
+                    },
+                }
+            }
+        }
+    }
+
+    if let Some(topic) = &cfg.rotation.topic_arn {
+        let sns = aws_sdk_sns::Client::new(&sdk);
+        match sns.get_topic_attributes().topic_arn(topic).send().await {
+            Ok(_) => r.ok("SNS topic", topic),
+            Err(e) => r.fail(
+                "SNS topic",
+                &format!(
+                    "{topic}: {}: create the topic or allow sns:GetTopicAttributes and sns:Publish",
+                    aws_sdk_sns::error::DisplayErrorContext(&e)
+                ),
+            ),
+        }
+    } else if cfg.rotation.enabled {
+        r.ok(
+            "SNS topic",
+            "not configured: rotation reminders go to the log only",
+        );
+    }
+
+    if r.failures == 0 {
+        println!("all checks passed");
+        Outcome::Ok
+    } else {
+        Outcome::Failed(format!(
+            "{} check{} failed (see above)",
+            r.failures,
+            if r.failures == 1 { "" } else { "s" }
+        ))
+    }
+}

@@ -1,0 +1,197 @@
+//! The command line (SPEC §6). Exit codes: 0 success, 1 runtime failure, 2 usage or config
+//! error. Every failure message says what failed and what to do.
+
+mod client;
+mod doctor;
+mod status_table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lwa-agent",
+    version,
+    about = "Serves Amazon SP-API (LWA) access tokens on a root-only Unix socket",
+    long_about = "lwa-agent keeps Login with Amazon client credentials as KMS-encrypted SSM \
+                  SecureStrings, exchanges them for access tokens, caches and refreshes the \
+                  tokens, and serves them on a root-only Unix socket."
+)]
+pub struct Cli {
+    /// The config file [default: /etc/lwa-agent/lwa-agent.toml]
+    #[arg(long, global = true, env = "LWA_AGENT_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon (the systemd ExecStart)
+    Run,
+    /// Print an access token from the running agent
+    Token {
+        /// The credential [default: `default`, or the only one]
+        name: Option<String>,
+        /// Print the whole JSON object instead of the bare token
+        #[arg(long)]
+        json: bool,
+        /// The agent's socket [default: socket.path from the config]
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Show the running agent's status
+    Status {
+        /// Print the raw JSON
+        #[arg(long)]
+        json: bool,
+        /// The agent's socket [default: socket.path from the config]
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Configuration commands
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Online checks: AWS identity, each parameter, each LWA exchange, the SNS topic
+    Doctor,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the config offline and name every problem
+    Check,
+}
+
+/// What a command ended with.
+pub enum Outcome {
+    Ok,
+    /// Exit 1: something at run time failed.
+    Failed(String),
+    /// Exit 2: the command line or the config is wrong.
+    Usage(String),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = dispatch(cli);
+    match outcome {
+        Outcome::Ok => ExitCode::SUCCESS,
+        Outcome::Failed(msg) => {
+            eprintln!("lwa-agent: {msg}");
+            ExitCode::from(1)
+        }
+        Outcome::Usage(msg) => {
+            eprintln!("lwa-agent: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Outcome {
+    let config_path = config::path_from(cli.config.as_deref());
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(&config_path),
+        Command::Run => {
+            let cfg = match config::load(&config_path) {
+                Ok(c) => c,
+                Err(e) => return Outcome::Usage(format!("invalid configuration:\n{e}")),
+            };
+            crate::logging::init(&cfg.log.level, cfg.log.format);
+            runtime(|| async move {
+                match crate::daemon::run(cfg).await {
+                    Ok(()) => Outcome::Ok,
+                    Err(e) => {
+                        tracing::error!(error = %e, "lwa-agent cannot run");
+                        Outcome::Failed(e)
+                    }
+                }
+            })
+        }
+        Command::Token { name, json, socket } => {
+            let socket = socket_path(socket, &config_path);
+            runtime(|| client::token(socket, name, json))
+        }
+        Command::Status { json, socket } => {
+            let socket = socket_path(socket, &config_path);
+            runtime(|| status_table::status(socket, json))
+        }
+        Command::Doctor => {
+            let cfg = match config::load(&config_path) {
+                Ok(c) => c,
+                Err(e) => return Outcome::Usage(format!("invalid configuration:\n{e}")),
+            };
+            crate::logging::init("warn", Some(crate::config::LogFormat::Text));
+            runtime(|| doctor::run(cfg))
+        }
+    }
+}
+
+fn runtime<F, Fut>(f: F) -> Outcome
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f()),
+        Err(e) => Outcome::Failed(format!("cannot start the async runtime: {e}")),
+    }
+}
+
+fn config_check(path: &std::path::Path) -> Outcome {
+    match config::load(path) {
+        Ok(cfg) => {
+            let notes = offline_notes(&cfg);
+            for n in &notes {
+                println!("note: {n}");
+            }
+            println!(
+                "{}: OK ({} credential{}, socket {})",
+                path.display(),
+                cfg.credentials.len(),
+                if cfg.credentials.len() == 1 { "" } else { "s" },
+                cfg.socket.path.display()
+            );
+            Outcome::Ok
+        }
+        Err(e) => Outcome::Usage(format!(
+            "{} has {} problem{}:\n{e}",
+            path.display(),
+            e.problems.len(),
+            if e.problems.len() == 1 { "" } else { "s" }
+        )),
+    }
+}
+
+/// Things worth knowing that are not errors.
+fn offline_notes(cfg: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    if cfg.rotation.enabled && cfg.rotation.topic_arn.is_none() {
+        notes.push(
+            "rotation.topic_arn is not set: rotation reminders go to the log only".to_string(),
+        );
+    }
+    notes
+}
+
+/// `--socket`, else the config's socket.path, else the default path (the config may be
+/// root-only while the socket is opened to a group).
+fn socket_path(arg: Option<PathBuf>, config_path: &std::path::Path) -> PathBuf {
+    if let Some(p) = arg {
+        return p;
+    }
+    match config::load(config_path) {
+        Ok(cfg) => cfg.socket.path,
+        Err(_) => PathBuf::from(config::DEFAULT_SOCKET),
+    }
+}

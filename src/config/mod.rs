@@ -1,0 +1,289 @@
+//! The agent's configuration (SPEC §3): one TOML file plus `LWA_AGENT_…` environment
+//! overrides, validated as a whole so that a sysadmin sees every problem in one go.
+
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+
+pub use validate::resolve_credential_path;
+
+/// Where the packages install the config; `--config` and `LWA_AGENT_CONFIG` override it.
+pub const DEFAULT_PATH: &str = "/etc/lwa-agent/lwa-agent.toml";
+pub const DEFAULT_SOCKET: &str = "/run/lwa-agent/lwa-agent.sock";
+pub const DEFAULT_TOKEN_URL: &str = "https://api.amazon.com/auth/o2/token";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file the config was read from, for messages.
+    pub file: PathBuf,
+    pub aws: AwsConfig,
+    pub lwa: LwaConfig,
+    pub ssm: SsmConfig,
+    pub credentials: Vec<CredentialConfig>,
+    pub socket: SocketConfig,
+    pub rotation: RotationConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    pub region: String,
+    pub endpoint_url: Option<String>,
+    pub roles_anywhere: Option<RolesAnywhereConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RolesAnywhereConfig {
+    /// Paths as written; `%d/` is resolved against `$CREDENTIALS_DIRECTORY` when read.
+    pub certificate: String,
+    pub private_key: String,
+    pub certificate_chain: Option<String>,
+    pub trust_anchor_arn: String,
+    pub profile_arn: String,
+    pub role_arn: String,
+    pub session_duration: Duration,
+    pub role_session_name: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LwaConfig {
+    pub token_url: String,
+    pub refresh_before_expiry: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SsmConfig {
+    pub refresh_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialConfig {
+    pub name: String,
+    pub client_id_parameter: String,
+    pub client_secret_parameter: String,
+    /// `None` makes this a grantless (`client_credentials`) credential using `scopes`.
+    pub refresh_token_parameter: Option<String>,
+    pub scopes: Vec<String>,
+    pub allow_uids: Option<Vec<u32>>,
+    pub allow_gids: Option<Vec<u32>>,
+}
+
+impl CredentialConfig {
+    /// The SSM parameters this credential is built from, in a fixed order.
+    pub fn parameters(&self) -> impl Iterator<Item = &str> {
+        [
+            Some(self.client_id_parameter.as_str()),
+            Some(self.client_secret_parameter.as_str()),
+            self.refresh_token_parameter.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupSpec {
+    Name(String),
+    Gid(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct SocketConfig {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub group: Option<GroupSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RotationConfig {
+    pub enabled: bool,
+    pub schedule: String,
+    pub warn_after: Duration,
+    pub expire_after: Duration,
+    pub repeat_every: Duration,
+    pub topic_arn: Option<String>,
+    pub honor_parameter_policies: bool,
+    pub fleet_lock_prefix: Option<String>,
+    pub parameters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Journald,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Every SSM parameter any credential needs, deduplicated, in config order.
+    pub fn credential_parameters(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for name in self.credentials.iter().flat_map(|c| c.parameters()) {
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+        names
+    }
+
+    pub fn credential(&self, name: &str) -> Option<&CredentialConfig> {
+        self.credentials.iter().find(|c| c.name == name)
+    }
+}
+
+/// One thing wrong with the configuration: where it came from, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub source: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source, self.reason)
+        } else {
+            write!(f, "{}: `{}`: {}", self.source, self.key, self.reason)
+        }
+    }
+}
+
+/// All problems found in a configuration; `Display` prints one per line.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The config path from `--config`, else `LWA_AGENT_CONFIG`, else the packaged default.
+pub fn path_from(arg: Option<&Path>) -> PathBuf {
+    if let Some(p) = arg {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("LWA_AGENT_CONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+/// Reads and validates the file at `path` plus the environment overrides.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file_label = path.display().to_string();
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(single(
+                &file_label,
+                "is not a regular file: pass the config file with --config PATH",
+            ))
+        }
+        Err(e) => {
+            return Err(single(
+                &file_label,
+                &format!(
+                    "cannot read the config file ({e}): create it from the example \
+                     (/usr/share/doc/lwa-agent/lwa-agent.toml) or pass --config PATH"
+                ),
+            ))
+        }
+    }
+    // Reading the file ourselves first turns a permission problem into a clear message;
+    // figment would otherwise report it as a parse error.
+    if let Err(e) = std::fs::read(path) {
+        return Err(single(
+            &file_label,
+            &format!("cannot read the config file ({e}): run as root or fix its permissions"),
+        ));
+    }
+    let figment = Figment::new().merge(Toml::file_exact(path)).merge(
+        // LWA_AGENT_CONFIG names the file itself, it is not a key.
+        Env::prefixed("LWA_AGENT_")
+            .filter(|k| k.as_str() != "config")
+            .split("__"),
+    );
+    let raw: raw::RawConfig = match figment.extract() {
+        Ok(raw) => raw,
+        Err(e) => {
+            let problems = e
+                .into_iter()
+                .map(|err| {
+                    let source = err
+                        .metadata
+                        .as_ref()
+                        .and_then(|m| m.source.as_ref())
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| file_label.clone());
+                    Problem {
+                        source,
+                        key: err.path.join("."),
+                        reason: err.kind.to_string(),
+                    }
+                })
+                .collect();
+            return Err(ConfigError { problems });
+        }
+    };
+    validate::validate(raw, path, &|key| source_of(&figment, key, &file_label))
+}
+
+fn single(source: &str, reason: &str) -> ConfigError {
+    ConfigError {
+        problems: vec![Problem {
+            source: source.to_string(),
+            key: String::new(),
+            reason: reason.to_string(),
+        }],
+    }
+}
+
+/// Names where `key` was set (the file or an environment variable), trying parent keys
+/// for array elements and absent keys.
+fn source_of(figment: &Figment, key: &str, file: &str) -> String {
+    let mut k = key;
+    loop {
+        if let Some(meta) = figment.find_metadata(k) {
+            if let Some(src) = &meta.source {
+                return src.to_string();
+            }
+        }
+        match k.rfind('.') {
+            Some(i) => k = &k[..i],
+            None => return file.to_string(),
+        }
+    }
+}
+
+/// Parses a humantime duration (`90s`, `5m`, `150d`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("`{s}` is not a duration ({e}); write it like \"90s\", \"5m\" or \"150d\"")
+    })
+}

@@ -1,0 +1,141 @@
+//! `lwa-agent run`: start-up order, signals and shutdown (SPEC §5).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::agent::Agent;
+use crate::aws::{self, CredentialSource};
+use crate::config::Config;
+use crate::lwa::exchange::LwaClient;
+use crate::lwa::CredentialSlot;
+use crate::metrics::Metrics;
+use crate::parameters::ParameterStore;
+use crate::{socket, systemd};
+
+/// How long start-up waits for the first tokens before declaring READY anyway; later
+/// requests get 503 + Retry-After until the tokens arrive.
+const FIRST_TOKENS_WAIT: Duration = Duration::from_secs(20);
+
+pub async fn run(config: Config) -> Result<(), String> {
+    // The socket first: a second agent must fail before it touches AWS, and with socket
+    // activation clients already queue on it.
+    let bound = socket::listen(&config.socket)?;
+    let listener = tokio::net::UnixListener::from_std(bound.listener)
+        .map_err(|e| format!("cannot use the socket: {e}"))?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.file.display(),
+        socket = %bound
+            .owned_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "passed by systemd".into()),
+        credentials = config.credentials.len(),
+        "lwa-agent starting"
+    );
+
+    let sdk = aws::sdk_config(&config.aws, None).await;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let names: Vec<&str> = config.credentials.iter().map(|c| c.name.as_str()).collect();
+    let metrics = Arc::new(Metrics::new(names));
+    let params = ParameterStore::new(config.credential_parameters());
+    let lwa = Arc::new(LwaClient::new(&config.lwa)?);
+
+    tokio::spawn(
+        params
+            .clone()
+            .run(ssm, config.ssm.refresh_interval, metrics.clone()),
+    );
+    let slots: Vec<Arc<CredentialSlot>> = config
+        .credentials
+        .iter()
+        .map(|c| CredentialSlot::new(c.clone()))
+        .collect();
+    for slot in &slots {
+        tokio::spawn(slot.clone().run(
+            lwa.clone(),
+            params.clone(),
+            config.lwa.refresh_before_expiry,
+            config.lwa.timeout + Duration::from_secs(10),
+            metrics.clone(),
+        ));
+    }
+    let agent = Arc::new(Agent::new(
+        config,
+        params,
+        slots,
+        metrics,
+        CredentialSource::DefaultChain,
+    ));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let server = tokio::spawn(socket::server::serve(listener, agent.clone(), shutdown_rx));
+
+    wait_for_first_tokens(&agent).await;
+    systemd::ready(&agent.summary());
+    tracing::info!(status = %agent.summary(), "lwa-agent ready");
+    if let Some(interval) = systemd::watchdog_interval() {
+        tokio::spawn(systemd::watchdog(interval));
+    }
+    tokio::spawn(report_status(agent.clone()));
+
+    signals(&agent).await?;
+
+    tracing::info!("stopping: no new connections, finishing answers in flight");
+    systemd::stopping();
+    let _ = shutdown_tx.send(true);
+    let _ = server.await;
+    if let Some(path) = &bound.owned_path {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("lwa-agent stopped");
+    Ok(())
+}
+
+async fn wait_for_first_tokens(agent: &Agent) {
+    let deadline = Instant::now() + FIRST_TOKENS_WAIT;
+    for slot in agent.slots() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = slot.get(left).await;
+    }
+}
+
+/// SIGHUP re-reads the parameters; SIGTERM and SIGINT return to shut down.
+async fn signals(agent: &Agent) -> Result<(), String> {
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| format!("cannot handle {name}: {e}"))
+    };
+    let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: re-reading the parameters from SSM");
+                systemd::reloading();
+                if let Err(e) = agent.parameters.reload_now(Duration::from_secs(30)).await {
+                    tracing::warn!(error = %e, "reload on SIGHUP failed; keeping what was read before");
+                }
+                systemd::ready(&agent.summary());
+            }
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+}
+
+/// Keeps systemd's STATUS= line current.
+async fn report_status(agent: Arc<Agent>) {
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let now = agent.summary();
+        if now != last {
+            systemd::status(&now);
+            last = now;
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Where log lines go: the journal when systemd connected stderr to it (`JOURNAL_STREAM`),
+//! else text or JSON on stderr. Fields are structured (credential, parameter, status) so
+//! `journalctl -o json` can filter on them.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. `RUST_LOG` overrides `level` for debugging.
+pub fn init(level: &str, format: Option<LogFormat>) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = format.unwrap_or(if std::env::var_os("JOURNAL_STREAM").is_some() {
+        LogFormat::Journald
+    } else {
+        LogFormat::Text
+    });
+    let layer: Box<dyn Layer<_> + Send + Sync> = match format {
+        LogFormat::Journald => match tracing_journald::layer() {
+            Ok(l) => Box::new(l.with_syslog_identifier("lwa-agent".into())),
+            Err(e) => {
+                eprintln!("lwa-agent: cannot reach the journal ({e}); logging to stderr");
+                Box::new(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            }
+        },
+        LogFormat::Text => Box::new(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+        LogFormat::Json => Box::new(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr),
+        ),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .try_init();
+}

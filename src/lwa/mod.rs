@@ -1,0 +1,227 @@
+//! LWA access tokens: the exchange with the token endpoint, and one cache slot per
+//! credential with a background refresher.
+//!
+//! Single flight by construction: the refresher task is the *only* code that calls LWA for
+//! a credential. Requests never exchange; they read the slot and, on a cold or expired
+//! token, wait for the refresher's next result. So the LWA call count depends on token
+//! lifetimes and failures, never on the request rate.
+
+pub mod exchange;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::config::CredentialConfig;
+use crate::metrics::Metrics;
+use crate::parameters::{ParameterStore, Snapshot};
+use exchange::{ExchangeError, LwaClient, Token};
+
+/// A token with less life than this is not handed out: the caller could not use it.
+pub const MIN_LIFETIME: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+pub struct TokenState {
+    pub token: Option<Arc<Token>>,
+    /// The refresher is exchanging (or about to): waiting callers will get its result.
+    pub fetching: bool,
+    pub last_error: Option<String>,
+    /// LWA rejected the credentials even after a parameter re-read.
+    pub failed: bool,
+    pub retry_at: Option<Instant>,
+    pub last_refresh: Option<SystemTime>,
+    pub exchanges_ok: u64,
+    pub exchanges_failed: u64,
+}
+
+impl TokenState {
+    fn usable(&self, now: Instant) -> Option<&Arc<Token>> {
+        self.token
+            .as_ref()
+            .filter(|t| t.expires_at > now + MIN_LIFETIME)
+    }
+}
+
+/// Why a token cannot be served right now, and when to ask again.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    pub reason: String,
+    pub retry_after: Duration,
+}
+
+pub struct CredentialSlot {
+    pub config: CredentialConfig,
+    state: watch::Sender<TokenState>,
+}
+
+impl CredentialSlot {
+    pub fn new(config: CredentialConfig) -> Arc<Self> {
+        Arc::new(CredentialSlot {
+            config,
+            state: watch::Sender::new(TokenState {
+                fetching: true,
+                ..TokenState::default()
+            }),
+        })
+    }
+
+    pub fn state(&self) -> watch::Ref<'_, TokenState> {
+        self.state.borrow()
+    }
+
+    /// The hot path: a read lock and an `Arc` clone.
+    pub fn cached(&self, now: Instant) -> Option<Arc<Token>> {
+        self.state.borrow().usable(now).cloned()
+    }
+
+    /// A usable token, waiting up to `wait` for an exchange in flight.
+    pub async fn get(&self, wait: Duration) -> Result<Arc<Token>, Unavailable> {
+        if let Some(t) = self.cached(Instant::now()) {
+            return Ok(t);
+        }
+        let mut rx = self.state.subscribe();
+        let _ = tokio::time::timeout(
+            wait,
+            rx.wait_for(|s| s.usable(Instant::now()).is_some() || !s.fetching),
+        )
+        .await;
+        let now = Instant::now();
+        let s = self.state.borrow();
+        if let Some(t) = s.usable(now) {
+            return Ok(t.clone());
+        }
+        let retry_after = s
+            .retry_at
+            .map(|at| at.saturating_duration_since(now))
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_secs(1));
+        Err(Unavailable {
+            reason: match &s.last_error {
+                Some(e) => e.clone(),
+                None => "no access token yet: the first exchange with LWA is in progress".into(),
+            },
+            retry_after,
+        })
+    }
+
+    /// Keeps this credential's token fresh until the agent stops.
+    pub async fn run(
+        self: Arc<Self>,
+        lwa: Arc<LwaClient>,
+        params: Arc<ParameterStore>,
+        refresh_before: Duration,
+        reload_wait: Duration,
+        metrics: Arc<Metrics>,
+    ) {
+        let name = self.config.name.clone();
+        let mut transient = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut params_rx = params.subscribe();
+        loop {
+            self.state.send_modify(|s| s.fetching = true);
+            let outcome = self.refresh_once(&lwa, &params, reload_wait).await;
+            let now = Instant::now();
+            match outcome {
+                Ok(token) => {
+                    metrics.exchange(&name, "ok");
+                    transient.reset();
+                    let lifetime = token.expires_at.saturating_duration_since(now);
+                    let next = lifetime.saturating_sub(refresh_before.min(lifetime / 2));
+                    tracing::info!(
+                        credential = %name,
+                        expires_in = lifetime.as_secs(),
+                        "access token refreshed"
+                    );
+                    self.state.send_modify(|s| {
+                        s.token = Some(Arc::new(token));
+                        s.fetching = false;
+                        s.failed = false;
+                        s.last_error = None;
+                        s.retry_at = None;
+                        s.last_refresh = Some(SystemTime::now());
+                        s.exchanges_ok += 1;
+                    });
+                    tokio::time::sleep(next.max(Duration::from_secs(1))).await;
+                }
+                Err(failure) => {
+                    let (message, delay, failed) = match &failure {
+                        Failure::Parameters(m) => (m.clone(), transient.next_delay(), false),
+                        Failure::Exchange(e) => {
+                            metrics.exchange(&name, e.kind());
+                            let delay = match e {
+                                ExchangeError::Throttled {
+                                    retry_after: Some(after),
+                                } => (*after).max(transient.next_delay()),
+                                _ => transient.next_delay(),
+                            };
+                            (e.to_string(), delay, e.is_auth())
+                        }
+                    };
+                    let serving = self.state.borrow().usable(now).is_some();
+                    tracing::error!(
+                        credential = %name,
+                        error = %message,
+                        retry_in_ms = delay.as_millis() as u64,
+                        still_serving_cached_token = serving,
+                        "cannot refresh the access token"
+                    );
+                    self.state.send_modify(|s| {
+                        s.fetching = false;
+                        s.failed = failed;
+                        s.last_error = Some(message);
+                        s.retry_at = Some(now + delay);
+                        if matches!(failure, Failure::Exchange(_)) {
+                            s.exchanges_failed += 1;
+                        }
+                    });
+                    // Try again after the backoff, or as soon as this credential's
+                    // parameters change (a fixed or rotated secret, a created parameter).
+                    let seen = fingerprint(&params_rx.borrow_and_update(), &self.config);
+                    let config = &self.config;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = params_rx.wait_for(|s| fingerprint(s, config) != seen) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn refresh_once(
+        &self,
+        lwa: &LwaClient,
+        params: &ParameterStore,
+        reload_wait: Duration,
+    ) -> Result<Token, Failure> {
+        let (grant, _) = params.grant(&self.config).map_err(Failure::Parameters)?;
+        match lwa.exchange(&grant).await {
+            Err(e) if e.is_auth() => {
+                tracing::warn!(
+                    credential = %self.config.name,
+                    error = %e,
+                    "LWA rejected the credentials; re-reading the parameters from SSM and \
+                     retrying once (the client secret may have been rotated)"
+                );
+                if let Err(reload) = params.reload_now(reload_wait).await {
+                    tracing::warn!(error = %reload, "parameter re-read failed");
+                }
+                let (grant, _) = params.grant(&self.config).map_err(Failure::Parameters)?;
+                lwa.exchange(&grant).await.map_err(Failure::Exchange)
+            }
+            other => other.map_err(Failure::Exchange),
+        }
+    }
+}
+
+enum Failure {
+    Parameters(String),
+    Exchange(ExchangeError),
+}
+
+/// The versions of a credential's parameters (None = not read), to notice a change.
+fn fingerprint(snap: &Snapshot, cred: &CredentialConfig) -> Vec<Option<i64>> {
+    cred.parameters()
+        .map(|p| snap.values.get(p).map(|v| v.version))
+        .collect()
+}

@@ -1,0 +1,241 @@
+//! Counters for `GET /metrics`, rendered in the Prometheus text exposition format 0.0.4.
+//!
+//! Written by hand on purpose: `prometheus-client` emits OpenMetrics (`# EOF`, different
+//! content type), not the classic text format the spec names, and the agent has a handful
+//! of fixed series. Gauges (seconds left, parameter age) are computed at scrape time from
+//! the agent's state, so nothing is updated on a timer.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Status codes of `/v1/token` answers that get a lock-free counter per credential.
+const HOT_CODES: [u16; 3] = [200, 403, 503];
+
+pub struct Metrics {
+    /// credential name → counters for HOT_CODES, fixed at start so the hot path is atomic.
+    token_requests_hot: BTreeMap<String, [AtomicU64; 3]>,
+    /// Everything else (unknown credentials, rare codes).
+    token_requests_other: Mutex<BTreeMap<(String, u16), u64>>,
+    exchanges: Mutex<BTreeMap<(String, String), u64>>,
+    ssm_calls: Mutex<BTreeMap<String, u64>>,
+    reminders: Mutex<BTreeMap<String, u64>>,
+}
+
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, by: u64) {
+    if let Ok(mut m) = map.lock() {
+        *m.entry(key).or_insert(0) += by;
+    }
+}
+
+impl Metrics {
+    pub fn new<'a>(credentials: impl IntoIterator<Item = &'a str>) -> Self {
+        Metrics {
+            token_requests_hot: credentials
+                .into_iter()
+                .map(|c| (c.to_string(), Default::default()))
+                .collect(),
+            token_requests_other: Mutex::default(),
+            exchanges: Mutex::default(),
+            ssm_calls: Mutex::default(),
+            reminders: Mutex::default(),
+        }
+    }
+
+    pub fn token_request(&self, credential: &str, code: u16) {
+        if let (Some(counters), Some(i)) = (
+            self.token_requests_hot.get(credential),
+            HOT_CODES.iter().position(|c| *c == code),
+        ) {
+            counters[i].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // An unknown name is not echoed into a label: a client could otherwise grow the
+        // metrics without bound.
+        let label = if self.token_requests_hot.contains_key(credential) {
+            credential.to_string()
+        } else {
+            "(unknown)".to_string()
+        };
+        bump(&self.token_requests_other, (label, code), 1);
+    }
+
+    pub fn exchange(&self, credential: &str, result: &str) {
+        bump(
+            &self.exchanges,
+            (credential.to_string(), result.to_string()),
+            1,
+        );
+    }
+
+    pub fn ssm_calls(&self, n: u64, result: &str) {
+        bump(&self.ssm_calls, result.to_string(), n);
+    }
+
+    pub fn reminder(&self, result: &str) {
+        bump(&self.reminders, result.to_string(), 1);
+    }
+
+    pub fn ssm_call_count(&self) -> u64 {
+        self.ssm_calls.lock().map(|m| m.values().sum()).unwrap_or(0)
+    }
+
+    /// Renders all counters plus the gauges the caller computed from the agent's state.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut requests: BTreeMap<(String, u16), u64> = self
+            .token_requests_other
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        for (cred, counters) in &self.token_requests_hot {
+            for (i, code) in HOT_CODES.iter().enumerate() {
+                let n = counters[i].load(Ordering::Relaxed);
+                if n > 0 {
+                    requests.insert((cred.clone(), *code), n);
+                }
+            }
+        }
+        header(
+            &mut out,
+            "lwa_agent_token_requests_total",
+            "counter",
+            "Token requests served on the socket, by credential and HTTP status.",
+        );
+        for ((cred, code), n) in &requests {
+            let _ = writeln!(
+                out,
+                "lwa_agent_token_requests_total{{credential=\"{}\",code=\"{code}\"}} {n}",
+                escape(cred)
+            );
+        }
+        header(
+            &mut out,
+            "lwa_agent_lwa_exchanges_total",
+            "counter",
+            "Exchanges with the LWA token endpoint, by credential and result.",
+        );
+        if let Ok(m) = self.exchanges.lock() {
+            for ((cred, result), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "lwa_agent_lwa_exchanges_total{{credential=\"{}\",result=\"{result}\"}} {n}",
+                    escape(cred)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "lwa_agent_token_seconds_left",
+            "gauge",
+            "Seconds until the cached access token expires (0 when there is none).",
+        );
+        for (cred, secs) in &gauges.token_seconds_left {
+            let _ = writeln!(
+                out,
+                "lwa_agent_token_seconds_left{{credential=\"{}\"}} {secs}",
+                escape(cred)
+            );
+        }
+        header(
+            &mut out,
+            "lwa_agent_parameter_age_seconds",
+            "gauge",
+            "Seconds since the SSM parameter was last changed.",
+        );
+        for (param, secs) in &gauges.parameter_age_seconds {
+            let _ = writeln!(
+                out,
+                "lwa_agent_parameter_age_seconds{{parameter=\"{}\"}} {secs}",
+                escape(param)
+            );
+        }
+        for (name, help, map) in [
+            (
+                "lwa_agent_ssm_calls_total",
+                "Calls to AWS SSM, by result.",
+                &self.ssm_calls,
+            ),
+            (
+                "lwa_agent_reminders_total",
+                "Rotation reminders, by result (sent, failed, skipped_by_fleet_lock).",
+                &self.reminders,
+            ),
+        ] {
+            header(&mut out, name, "counter", help);
+            if let Ok(m) = map.lock() {
+                for (result, n) in m.iter() {
+                    let _ = writeln!(out, "{name}{{result=\"{result}\"}} {n}");
+                }
+            }
+        }
+        header(
+            &mut out,
+            "lwa_agent_uptime_seconds",
+            "gauge",
+            "Seconds since the agent started.",
+        );
+        let _ = writeln!(out, "lwa_agent_uptime_seconds {}", gauges.uptime_seconds);
+        out
+    }
+}
+
+/// Values computed from the agent's state at scrape time.
+#[derive(Default)]
+pub struct Gauges {
+    pub token_seconds_left: Vec<(String, u64)>,
+    pub parameter_age_seconds: Vec<(String, u64)>,
+    pub uptime_seconds: u64,
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text_with_labels() {
+        let m = Metrics::new(["default", "eu"]);
+        m.token_request("default", 200);
+        m.token_request("default", 200);
+        m.token_request("eu", 404);
+        m.token_request("no-such", 404);
+        m.exchange("default", "ok");
+        m.ssm_calls(3, "ok");
+        let text = m.render(&Gauges {
+            token_seconds_left: vec![("default".into(), 3300)],
+            parameter_age_seconds: vec![("/erp/secret".into(), 86400)],
+            uptime_seconds: 5,
+        });
+        for line in [
+            "lwa_agent_token_requests_total{credential=\"default\",code=\"200\"} 2",
+            "lwa_agent_token_requests_total{credential=\"eu\",code=\"404\"} 1",
+            "lwa_agent_token_requests_total{credential=\"(unknown)\",code=\"404\"} 1",
+            "lwa_agent_lwa_exchanges_total{credential=\"default\",result=\"ok\"} 1",
+            "lwa_agent_token_seconds_left{credential=\"default\"} 3300",
+            "lwa_agent_parameter_age_seconds{parameter=\"/erp/secret\"} 86400",
+            "lwa_agent_ssm_calls_total{result=\"ok\"} 3",
+            "# TYPE lwa_agent_reminders_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert_eq!(m.ssm_call_count(), 3);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\n"), "a\\\"b\\\\c\\n");
+    }
+}

@@ -1,0 +1,3 @@
+//! Rotation reminders: the parameter-age check, its schedule, and what was sent.
+
+pub mod schedule;

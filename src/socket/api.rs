@@ -1,0 +1,282 @@
+//! Request → response for the socket API (SPEC §4): a short chain of `validate_*` checks,
+//! then one handler per endpoint. Nothing here may panic or print a secret: the only
+//! secret that leaves is the access token itself, in a token answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Incoming};
+use hyper::{header, Method, Request, Response, StatusCode};
+use secrecy::ExposeSecret;
+
+use super::error::ApiError;
+use super::peer::Peer;
+use crate::agent::Agent;
+use crate::lwa::CredentialSlot;
+
+type Answer = Response<Full<Bytes>>;
+
+pub async fn handle(agent: &Agent, peer: &Peer, req: Request<Incoming>) -> Answer {
+    route(agent, peer, &req)
+        .await
+        .unwrap_or_else(ApiError::into_response)
+}
+
+async fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<Answer, ApiError> {
+    validate_no_body(req)?;
+    let path = req.uri().path();
+    match path {
+        "/v1/token" => {
+            validate_method(req, &Method::GET)?;
+            let slot = agent.default_slot().map_err(ApiError::NotFound)?;
+            token(agent, peer, req, slot).await
+        }
+        _ if path.starts_with("/v1/token/") => {
+            validate_method(req, &Method::GET)?;
+            let name = &path["/v1/token/".len()..];
+            let slot = agent.slot(name).ok_or_else(|| {
+                agent.metrics.token_request(name, 404);
+                ApiError::NotFound(format!(
+                    "no credential named `{}`: configured credentials are {}",
+                    printable(name),
+                    agent.credential_names().join(", ")
+                ))
+            })?;
+            token(agent, peer, req, slot).await
+        }
+        "/v1/health" => {
+            validate_method(req, &Method::GET)?;
+            Ok(health(agent))
+        }
+        "/v1/status" => {
+            validate_method(req, &Method::GET)?;
+            Ok(json(StatusCode::OK, &crate::status::build(agent)))
+        }
+        "/metrics" => {
+            validate_method(req, &Method::GET)?;
+            Ok(text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                crate::status::metrics_text(agent),
+            ))
+        }
+        "/v1/reload" => {
+            validate_method(req, &Method::POST)?;
+            validate_may_reload(peer)?;
+            reload(agent).await
+        }
+        _ => Err(ApiError::NotFound(format!(
+            "no such endpoint `{}`: use /v1/token, /v1/token/{{name}}, /v1/health, /v1/status, \
+             /metrics or POST /v1/reload",
+            printable(path)
+        ))),
+    }
+}
+
+/// GET carries no body (SPEC §4) and POST /v1/reload needs none: refusing any keeps a
+/// client from making the agent buffer data it will never use.
+fn validate_no_body(req: &Request<Incoming>) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0");
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    if declared || chunked || !req.body().is_end_stream() && req.body().size_hint().lower() > 0 {
+        return Err(ApiError::BadRequest(
+            "requests to the agent carry no body: send the request without one".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_method(req: &Request<Incoming>, allowed: &Method) -> Result<(), ApiError> {
+    if req.method() == allowed || (allowed == Method::GET && req.method() == Method::HEAD) {
+        return Ok(());
+    }
+    Err(ApiError::MethodNotAllowed {
+        message: format!(
+            "{} is not allowed on {}: use {allowed}",
+            req.method(),
+            req.uri().path()
+        ),
+        allow: if allowed == Method::GET {
+            "GET, HEAD"
+        } else {
+            "POST"
+        },
+    })
+}
+
+fn validate_may_read(peer: &Peer, slot: &CredentialSlot) -> Result<(), ApiError> {
+    if peer.may_read(&slot.config) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "uid {} (gid {}) may not read credential `{}`: add it to allow_uids or allow_gids of \
+         that credential in the agent's config",
+        peer.uid, peer.gid, slot.config.name
+    )))
+}
+
+fn validate_may_reload(peer: &Peer) -> Result<(), ApiError> {
+    if peer.may_reload() {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "uid {} may not reload the agent: run as root (sudo lwa-agent …) or use systemctl \
+         reload lwa-agent",
+        peer.uid
+    )))
+}
+
+async fn token(
+    agent: &Agent,
+    peer: &Peer,
+    req: &Request<Incoming>,
+    slot: &Arc<CredentialSlot>,
+) -> Result<Answer, ApiError> {
+    let name = slot.config.name.as_str();
+    let result = answer_token(agent, peer, req, slot).await;
+    let code = match &result {
+        Ok(_) => 200,
+        Err(e) => e.status().as_u16(),
+    };
+    agent.metrics.token_request(name, code);
+    result
+}
+
+async fn answer_token(
+    agent: &Agent,
+    peer: &Peer,
+    req: &Request<Incoming>,
+    slot: &Arc<CredentialSlot>,
+) -> Result<Answer, ApiError> {
+    validate_may_read(peer, slot)?;
+    let token = slot
+        .get(agent.request_wait)
+        .await
+        .map_err(|u| ApiError::Unavailable {
+            message: format!(
+                "no valid access token for credential `{}`: {}",
+                slot.config.name, u.reason
+            ),
+            retry_after: u.retry_after,
+        })?;
+    let now = Instant::now();
+    if wants_text(req) {
+        let mut body = String::with_capacity(token.access_token.expose_secret().len() + 1);
+        body.push_str(token.access_token.expose_secret());
+        body.push('\n');
+        return Ok(text(StatusCode::OK, "text/plain; charset=utf-8", body));
+    }
+    let body = serde_json::json!({
+        "access_token": token.access_token.expose_secret(),
+        "token_type": token.token_type,
+        "expires_in": token.seconds_left(now),
+        "expires_at": humantime::format_rfc3339_seconds(token.expires_at_wall).to_string(),
+        "credential": slot.config.name,
+    });
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// JSON unless the client asks for text/plain and not for JSON.
+fn wants_text(req: &Request<Incoming>) -> bool {
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let types: Vec<&str> = accept
+        .split(',')
+        .map(|t| t.split(';').next().unwrap_or("").trim())
+        .collect();
+    types.contains(&"text/plain") && !types.contains(&"application/json")
+}
+
+fn health(agent: &Agent) -> Answer {
+    let now = Instant::now();
+    let mut degraded = serde_json::Map::new();
+    for slot in agent.slots() {
+        if slot.cached(now).is_none() {
+            let s = slot.state();
+            degraded.insert(
+                slot.config.name.clone(),
+                serde_json::json!({
+                    "ready": false,
+                    "error": s.last_error.clone().unwrap_or_else(|| "no token yet".into()),
+                }),
+            );
+        }
+    }
+    if degraded.is_empty() {
+        return json(StatusCode::OK, &serde_json::json!({"status": "ready"}));
+    }
+    let mut resp = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({"status": "degraded", "credentials": degraded}),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    resp
+}
+
+async fn reload(agent: &Agent) -> Result<Answer, ApiError> {
+    tracing::info!("reload requested on the socket");
+    agent
+        .parameters
+        .reload_now(Duration::from_secs(30))
+        .await
+        .map_err(|e| ApiError::Unavailable {
+            message: format!("reload failed: {e}"),
+            retry_after: Duration::from_secs(5),
+        })?;
+    let snap = agent.parameters.snapshot();
+    let versions: serde_json::Map<String, serde_json::Value> = snap
+        .values
+        .iter()
+        .map(|(k, v)| (k.clone(), v.version.into()))
+        .collect();
+    let problems: serde_json::Map<String, serde_json::Value> = snap
+        .problems
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"status": "reloaded", "versions": versions, "problems": problems}),
+    ))
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Answer {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    respond(status, "application/json", Bytes::from(bytes))
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Answer {
+    respond(status, content_type, Bytes::from(body))
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Answer {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// A request path echoed in an error, cut short and stripped of control characters.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(80).collect()
+}

@@ -1,0 +1,108 @@
+//! The accept loop and per-connection HTTP/1.1, with the limits that keep one bad client
+//! from hurting the others: a bounded number of connections, an 8 KiB request head, a 5 s
+//! deadline for the head, a cap on a connection's life, and a bounded drain at shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::UnixListener;
+use tokio::sync::{watch, Semaphore};
+
+use super::peer::Peer;
+use crate::agent::Agent;
+
+/// More than any ERP host needs at once; each costs a task and a small buffer.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// hyper's smallest read buffer: a longer head is answered 431.
+pub const MAX_HEAD: usize = 8 * 1024;
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keep-alive connections are closed (gracefully, between requests) after this long.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+/// How long shutdown waits for answers in flight.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+pub async fn serve(listener: UnixListener, agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed on the socket");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let peer = match stream.peer_cred() {
+            Ok(c) => Peer {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the peer's credentials; closing");
+                continue;
+            }
+        };
+        let agent = agent.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            connection(stream, peer, agent, shutdown).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // Every connection holds a permit: getting them all back means all answers are out.
+    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown drain; closing them");
+    }
+}
+
+async fn connection(
+    stream: tokio::net::UnixStream,
+    peer: Peer,
+    agent: Arc<Agent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let service = service_fn(move |req| {
+        let agent = agent.clone();
+        async move { Ok::<_, Infallible>(super::api::handle(&agent, &peer, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, uid = peer.uid, "connection ended with an error");
+            }
+            return;
+        }
+        _ = shutdown.changed() => {}
+        _ = tokio::time::sleep(MAX_CONNECTION_AGE) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(DRAIN, conn).await;
+}

@@ -1,0 +1,120 @@
+//! `GET /v1/status` and `GET /metrics`: views of the agent's state with no secret in them.
+//! Only names, versions, times, counts and error texts (which never carry secrets) appear.
+
+use std::time::{Instant, SystemTime};
+
+use serde_json::{json, Map, Value};
+
+use crate::agent::Agent;
+use crate::metrics::Gauges;
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn age_secs(t: SystemTime, now: SystemTime) -> u64 {
+    now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn build(agent: &Agent) -> Value {
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    let mut credentials = Map::new();
+    for slot in agent.slots() {
+        let s = slot.state();
+        let token = s.token.as_ref().map(|t| {
+            json!({
+                "expires_at": rfc3339(t.expires_at_wall),
+                "seconds_left": t.seconds_left(now),
+                "valid": slot.cached(now).is_some(),
+            })
+        });
+        credentials.insert(
+            slot.config.name.clone(),
+            json!({
+                "grant": if slot.config.refresh_token_parameter.is_some() { "refresh_token" } else { "client_credentials" },
+                "token": token,
+                "last_refresh": s.last_refresh.map(rfc3339),
+                "last_error": s.last_error,
+                "failed": s.failed,
+                "retry_in_seconds": s.retry_at.map(|at| at.saturating_duration_since(now).as_secs()),
+                "exchanges_ok": s.exchanges_ok,
+                "exchanges_failed": s.exchanges_failed,
+            }),
+        );
+    }
+    let snap = agent.parameters.snapshot();
+    let mut parameters = Map::new();
+    let rot = &agent.config.rotation;
+    for name in agent.config.credential_parameters() {
+        let entry = match snap.values.get(&name) {
+            Some(p) => {
+                let age = p.last_modified.map(|t| age_secs(t, wall));
+                let state = match age {
+                    Some(a) if a >= rot.expire_after.as_secs() => "expired",
+                    Some(a) if a >= rot.warn_after.as_secs() => "warn",
+                    Some(_) => "ok",
+                    None => "unknown",
+                };
+                json!({
+                    "version": p.version,
+                    "type": p.kind,
+                    "last_modified": p.last_modified.map(rfc3339),
+                    "age_days": age.map(|a| a / 86400),
+                    "age_seconds": age,
+                    "state": state,
+                    "problem": snap.problems.get(&name),
+                })
+            }
+            None => json!({
+                "version": null,
+                "state": "unread",
+                "problem": snap.problems.get(&name).or(snap.last_error.as_ref()),
+            }),
+        };
+        parameters.insert(name, entry);
+    }
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": agent.started.elapsed().as_secs(),
+        "started_at": rfc3339(agent.started_at),
+        "config": agent.config.file.display().to_string(),
+        "aws": {
+            "region": agent.config.aws.region,
+            "credential_source": agent.aws_source.label(),
+        },
+        "ssm": {
+            "last_success": snap.last_success.map(rfc3339),
+            "last_error": snap.last_error,
+            "calls": agent.metrics.ssm_call_count(),
+        },
+        "credentials": credentials,
+        "parameters": parameters,
+    })
+}
+
+pub fn metrics_text(agent: &Agent) -> String {
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    let token_seconds_left = agent
+        .slots()
+        .iter()
+        .map(|s| {
+            let left = s.cached(now).map(|t| t.seconds_left(now)).unwrap_or(0);
+            (s.config.name.clone(), left)
+        })
+        .collect();
+    let snap = agent.parameters.snapshot();
+    let mut parameter_age_seconds: Vec<(String, u64)> = snap
+        .values
+        .values()
+        .filter_map(|p| Some((p.name.clone(), age_secs(p.last_modified?, wall))))
+        .collect();
+    parameter_age_seconds.sort();
+    drop(snap);
+    agent.metrics.render(&Gauges {
+        token_seconds_left,
+        parameter_age_seconds,
+        uptime_seconds: agent.started.elapsed().as_secs(),
+    })
+}
