@@ -226,7 +226,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let figment = Figment::new().merge(Toml::file_exact(path)).merge(
         // LWA_AGENT_CONFIG names the file itself, it is not a key.
         Env::prefixed("LWA_AGENT_")
-            .filter(|k| k.as_str() != "config")
+            .filter(|k| !k.as_str().eq_ignore_ascii_case("config"))
             .split("__"),
     );
     let raw: raw::RawConfig = match figment.extract() {
@@ -238,8 +238,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                     let source = err
                         .metadata
                         .as_ref()
-                        .and_then(|m| m.source.as_ref())
-                        .map(|s| s.to_string())
+                        .map(|m| describe(m, &err.path.join(".")))
                         .unwrap_or_else(|| file_label.clone());
                     Problem {
                         source,
@@ -270,14 +269,24 @@ fn source_of(figment: &Figment, key: &str, file: &str) -> String {
     let mut k = key;
     loop {
         if let Some(meta) = figment.find_metadata(k) {
-            if let Some(src) = &meta.source {
-                return src.to_string();
-            }
+            return describe(meta, key);
         }
         match k.rfind('.') {
             Some(i) => k = &k[..i],
             None => return file.to_string(),
         }
+    }
+}
+
+/// The file a value came from, or the environment variable that set `key`.
+fn describe(meta: &figment::Metadata, key: &str) -> String {
+    match &meta.source {
+        Some(src) => src.to_string(),
+        None if meta.name.contains("environment") => format!(
+            "environment variable LWA_AGENT_{}",
+            key.to_ascii_uppercase().replace('.', "__")
+        ),
+        None => meta.name.to_string(),
     }
 }
 

@@ -37,7 +37,8 @@ impl Checker<'_> {
             Ok(d) => d,
             Err(e) => {
                 self.problem(key, e);
-                Duration::ZERO
+                // The default, so that range checks on this key do not report it twice.
+                parse_duration(default).unwrap_or(Duration::ZERO)
             }
         }
     }

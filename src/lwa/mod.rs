@@ -118,6 +118,9 @@ impl CredentialSlot {
         let name = self.config.name.clone();
         let mut transient = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let mut params_rx = params.subscribe();
+        // The first exchange needs the first SSM read; until it is done, requests wait
+        // (the slot starts as `fetching`) rather than get a "not read yet" 503.
+        let _ = params_rx.wait_for(|s| s.attempts > 0).await;
         loop {
             self.state.send_modify(|s| s.fetching = true);
             let outcome = self.refresh_once(&lwa, &params, reload_wait).await;

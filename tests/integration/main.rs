@@ -1,0 +1,11 @@
+//! Integration tests: the real `lwa-agent` binary against a real moto_server and the LWA
+//! test endpoint, over its real Unix socket. One test binary, so the AWS SDK links once.
+
+mod harness;
+
+mod config_cli;
+mod failures;
+mod lifecycle;
+mod peers;
+mod requests;
+mod tokens;

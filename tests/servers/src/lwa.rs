@@ -1,0 +1,237 @@
+//! An LWA-compatible token endpoint on 127.0.0.1 that behaves like
+//! `https://api.amazon.com/auth/o2/token`: form-encoded POST, `refresh_token` and
+//! `client_credentials` grants, `invalid_client` / `invalid_grant` / `invalid_request`
+//! errors with LWA's status codes, and switches a test can flip: rotate the accepted client
+//! secret (with an overlap, as LWA keeps the old secret working for 7 days), shorten token
+//! lifetimes, throttle, fail with 5xx, hang, or delay. It counts and records every call.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// What the endpoint does with the next requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// Answer every request with this status (429 carries `Retry-After: 1`).
+    Fail(u16),
+    /// Never answer.
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub client_id: String,
+    /// Every secret LWA currently accepts (old and new during a rotation overlap).
+    pub client_secrets: Vec<String>,
+    pub refresh_tokens: Vec<String>,
+    /// Scopes a grantless request may ask for.
+    pub scopes: Vec<String>,
+    pub expires_in: u64,
+    pub mode: Mode,
+    /// Added before every answer, to widen races in single-flight tests.
+    pub delay: Duration,
+}
+
+/// One request as received, for tests that verify what the agent sent.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub content_type: String,
+    pub form: HashMap<String, String>,
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct Log {
+    received: Vec<Received>,
+    issued: u64,
+}
+
+#[derive(Clone)]
+pub struct FakeLwa {
+    pub addr: SocketAddr,
+    settings: Arc<Mutex<Settings>>,
+    log: Arc<Mutex<Log>>,
+}
+
+impl FakeLwa {
+    /// Starts the endpoint on an ephemeral loopback port, on the current tokio runtime.
+    pub async fn start(settings: Settings) -> std::io::Result<FakeLwa> {
+        Self::start_on("127.0.0.1:0", settings).await
+    }
+
+    pub async fn start_on(addr: &str, settings: Settings) -> std::io::Result<FakeLwa> {
+        let listener = TcpListener::bind(addr).await?;
+        let lwa = FakeLwa {
+            addr: listener.local_addr()?,
+            settings: Arc::new(Mutex::new(settings)),
+            log: Arc::new(Mutex::new(Log::default())),
+        };
+        let server = lwa.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let server = server.clone();
+                        async move { Ok::<_, Infallible>(server.answer(req).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(lwa)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/auth/o2/token", self.addr)
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut Settings)) {
+        f(&mut self.settings.lock().expect("settings lock"));
+    }
+
+    /// Requests received so far (including refused ones).
+    pub fn calls(&self) -> usize {
+        self.log.lock().expect("log lock").received.len()
+    }
+
+    /// Tokens issued so far.
+    pub fn issued(&self) -> u64 {
+        self.log.lock().expect("log lock").issued
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.log.lock().expect("log lock").received.clone()
+    }
+
+    async fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let settings = self.settings.lock().expect("settings lock").clone();
+        if settings.mode == Mode::Hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        if !settings.delay.is_zero() {
+            tokio::time::sleep(settings.delay).await;
+        }
+        let path_ok = req.uri().path() == "/auth/o2/token";
+        let method_ok = req.method() == hyper::Method::POST;
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+        let (status, json) = if !path_ok {
+            (404, serde_json::json!({"error": "not_found"}))
+        } else if !method_ok {
+            (405, serde_json::json!({"error": "invalid_request"}))
+        } else if let Mode::Fail(code) = settings.mode {
+            (code, serde_json::json!({"error": "server_error"}))
+        } else {
+            self.decide(&settings, &content_type, &form)
+        };
+        self.log.lock().expect("log lock").received.push(Received {
+            content_type,
+            form,
+            status,
+        });
+        let mut resp = Response::new(Full::new(Bytes::from(json.to_string())));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        resp.headers_mut().insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("application/json;charset=UTF-8"),
+        );
+        if status == 429 {
+            resp.headers_mut()
+                .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+        }
+        resp
+    }
+
+    fn decide(
+        &self,
+        s: &Settings,
+        content_type: &str,
+        form: &HashMap<String, String>,
+    ) -> (u16, serde_json::Value) {
+        let err = |status: u16, code: &str, text: &str| {
+            (
+                status,
+                serde_json::json!({"error": code, "error_description": text}),
+            )
+        };
+        if !content_type.starts_with("application/x-www-form-urlencoded") {
+            return err(
+                400,
+                "invalid_request",
+                "The request has an invalid parameter : content-type",
+            );
+        }
+        let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+        if get("client_id") != s.client_id
+            || !s.client_secrets.iter().any(|c| c == get("client_secret"))
+        {
+            return err(401, "invalid_client", "Client authentication failed");
+        }
+        match get("grant_type") {
+            "refresh_token" => {
+                if !s.refresh_tokens.iter().any(|r| r == get("refresh_token")) {
+                    return err(
+                        400,
+                        "invalid_grant",
+                        "The request has an invalid grant parameter : refresh_token",
+                    );
+                }
+            }
+            "client_credentials" => {
+                let asked: Vec<&str> = get("scope").split(' ').filter(|x| !x.is_empty()).collect();
+                if asked.is_empty() || !asked.iter().all(|a| s.scopes.iter().any(|x| x == a)) {
+                    return err(400, "invalid_scope", "An unknown scope was requested");
+                }
+            }
+            _ => {
+                return err(
+                    400,
+                    "unsupported_grant_type",
+                    "The authorization grant type is not supported",
+                )
+            }
+        }
+        let n = {
+            let mut log = self.log.lock().expect("log lock");
+            log.issued += 1;
+            log.issued
+        };
+        let mut body = serde_json::json!({
+            "access_token": format!("Atza|test-token-{n}"),
+            "token_type": "bearer",
+            "expires_in": s.expires_in,
+        });
+        if get("grant_type") == "refresh_token" {
+            body["refresh_token"] = get("refresh_token").into();
+        }
+        (200, body)
+    }
+}
