@@ -172,3 +172,19 @@ async fn secrets_appear_nowhere_but_in_ssm_and_the_lwa_request() {
     w.canaries.assert_absent("logs", &logs);
     let _ = Command::new("true");
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lwa-agent.toml");
+    let out = lwa_agent(&[
+        "--config",
+        example.to_str().expect("utf8"),
+        "config",
+        "check",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

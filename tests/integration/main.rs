@@ -4,6 +4,7 @@
 mod harness;
 
 mod config_cli;
+mod examples;
 mod failures;
 mod lifecycle;
 mod peers;
