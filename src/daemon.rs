@@ -7,7 +7,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::agent::Agent;
-use crate::aws::{self, CredentialSource};
+use crate::aws;
 use crate::config::Config;
 use crate::lwa::exchange::LwaClient;
 use crate::lwa::CredentialSlot;
@@ -37,7 +37,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         "lwa-agent starting"
     );
 
-    let sdk = aws::sdk_config(&config.aws, None).await;
+    let (sdk, aws_source) = aws::connect(&config.aws).await?;
     let ssm = aws_sdk_ssm::Client::new(&sdk);
     let names: Vec<&str> = config.credentials.iter().map(|c| c.name.as_str()).collect();
     let metrics = Arc::new(Metrics::new(names));
@@ -63,13 +63,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             metrics.clone(),
         ));
     }
-    let agent = Arc::new(Agent::new(
-        config,
-        params,
-        slots,
-        metrics,
-        CredentialSource::DefaultChain,
-    ));
+    let agent = Arc::new(Agent::new(config, params, slots, metrics, aws_source));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(socket::server::serve(listener, agent.clone(), shutdown_rx));

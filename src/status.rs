@@ -79,10 +79,7 @@ pub fn build(agent: &Agent) -> Value {
         "uptime_seconds": agent.started.elapsed().as_secs(),
         "started_at": rfc3339(agent.started_at),
         "config": agent.config.file.display().to_string(),
-        "aws": {
-            "region": agent.config.aws.region,
-            "credential_source": agent.aws_source.label(),
-        },
+        "aws": aws_status(agent),
         "ssm": {
             "last_success": snap.last_success.map(rfc3339),
             "last_error": snap.last_error,
@@ -91,6 +88,14 @@ pub fn build(agent: &Agent) -> Value {
         "credentials": credentials,
         "parameters": parameters,
     })
+}
+
+fn aws_status(agent: &Agent) -> Value {
+    let mut aws = agent.aws_source.status();
+    if let Some(obj) = aws.as_object_mut() {
+        obj.insert("region".into(), agent.config.aws.region.clone().into());
+    }
+    aws
 }
 
 pub fn metrics_text(agent: &Agent) -> String {

