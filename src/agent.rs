@@ -18,6 +18,7 @@ pub struct Agent {
     slots: Vec<Arc<CredentialSlot>>,
     pub metrics: Arc<Metrics>,
     pub aws_source: CredentialSource,
+    pub rotation: crate::rotation::SharedStatus,
     /// How long a request waits for an exchange in flight before it gets a 503.
     pub request_wait: Duration,
 }
@@ -39,6 +40,7 @@ impl Agent {
             slots,
             metrics,
             aws_source,
+            rotation: Default::default(),
             request_wait,
         }
     }

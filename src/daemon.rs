@@ -13,7 +13,7 @@ use crate::lwa::exchange::LwaClient;
 use crate::lwa::CredentialSlot;
 use crate::metrics::Metrics;
 use crate::parameters::ParameterStore;
-use crate::{socket, systemd};
+use crate::{rotation, socket, systemd};
 
 /// How long start-up waits for the first tokens before declaring READY anyway; later
 /// requests get 503 + Retry-After until the tokens arrive.
@@ -65,6 +65,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     let agent = Arc::new(Agent::new(config, params, slots, metrics, aws_source));
 
+    // Kept alive for the life of the daemon: dropping it stops the schedule.
+    let _scheduler = start_rotation(&agent, &sdk).await?;
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(socket::server::serve(listener, agent.clone(), shutdown_rx));
 
@@ -87,6 +90,35 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     tracing::info!("lwa-agent stopped");
     Ok(())
+}
+
+async fn start_rotation(
+    agent: &Arc<Agent>,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Option<tokio_cron_scheduler::JobScheduler>, String> {
+    let cfg = &agent.config;
+    if !cfg.rotation.enabled {
+        tracing::info!("rotation check disabled in the agent (rotation.enabled = false)");
+        return Ok(None);
+    }
+    if cfg.rotation.topic_arn.is_none() {
+        tracing::warn!("rotation.topic_arn is not set: rotation reminders go to the log only");
+    }
+    let state_dir = rotation::state::directory();
+    if let Ok(mut s) = agent.rotation.lock() {
+        s.last_reminder = rotation::state::load_readonly(&state_dir).last_reminder();
+    }
+    let checker = Arc::new(rotation::Checker::new(
+        cfg,
+        sdk,
+        state_dir,
+        Some(agent.metrics.clone()),
+        agent.aws_source.certificate_expiry(),
+    ));
+    let scheduler =
+        rotation::schedule::start(checker, &cfg.rotation.schedule, agent.rotation.clone()).await?;
+    tracing::info!(schedule = %cfg.rotation.schedule, "rotation check scheduled (host local time)");
+    Ok(Some(scheduler))
 }
 
 async fn wait_for_first_tokens(agent: &Agent) {

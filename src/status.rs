@@ -87,6 +87,28 @@ pub fn build(agent: &Agent) -> Value {
         },
         "credentials": credentials,
         "parameters": parameters,
+        "rotation": rotation_status(agent),
+    })
+}
+
+fn rotation_status(agent: &Agent) -> Value {
+    let cfg = &agent.config.rotation;
+    let Ok(s) = agent.rotation.lock() else {
+        return Value::Null;
+    };
+    json!({
+        "enabled": cfg.enabled,
+        "schedule": cfg.schedule,
+        "topic_arn": cfg.topic_arn,
+        "last_check": s.last_check.map(rfc3339),
+        "next_check": if cfg.enabled {
+            crate::rotation::schedule::next_after_now(&cfg.schedule).map(rfc3339)
+        } else {
+            None
+        },
+        "last_reminder": s.last_reminder,
+        "last_error": s.last_error,
+        "parameters": s.last_report.as_ref().map(|r| &r.parameters),
     })
 }
 

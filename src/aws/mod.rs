@@ -1,6 +1,7 @@
 //! AWS clients. Every client the agent builds comes from [`sdk_config`], the one place where
 //! region, endpoint, timeouts and the credentials provider are chosen.
 
+pub mod sns;
 pub mod ssm;
 
 use std::time::Duration;

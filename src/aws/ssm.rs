@@ -138,3 +138,101 @@ async fn get_parameters(
         .collect();
     Ok((params, out.invalid_parameters.unwrap_or_default()))
 }
+
+/// A parameter's metadata from DescribeParameters (no value).
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    pub name: String,
+    pub version: i64,
+    pub last_modified: Option<SystemTime>,
+    pub key_id: Option<String>,
+    pub tier: Option<String>,
+    pub description: Option<String>,
+    /// (type, text) as SSM returned them; see `rotation::policies` for the two shapes.
+    pub policies: Vec<(Option<String>, Option<String>)>,
+}
+
+/// DescribeParameters for exactly these names, 10 per call, all pages. Names that do not
+/// exist are simply absent from the answer.
+pub async fn describe(
+    client: &aws_sdk_ssm::Client,
+    names: &[String],
+) -> Result<(Vec<Metadata>, u64), String> {
+    use aws_sdk_ssm::types::ParameterStringFilter;
+    let mut out = Vec::new();
+    let mut calls = 0;
+    for chunk in names.chunks(MAX_NAMES_PER_CALL) {
+        let filter = ParameterStringFilter::builder()
+            .key("Name")
+            .option("Equals")
+            .set_values(Some(chunk.to_vec()))
+            .build()
+            .map_err(|e| format!("cannot build the DescribeParameters filter: {e}"))?;
+        let mut token: Option<String> = None;
+        loop {
+            calls += 1;
+            let page = client
+                .describe_parameters()
+                .parameter_filters(filter.clone())
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "SSM DescribeParameters failed: {}: allow ssm:DescribeParameters for the agent's role",
+                        DisplayErrorContext(&e)
+                    )
+                })?;
+            for p in page.parameters.unwrap_or_default() {
+                let Some(name) = p.name else { continue };
+                out.push(Metadata {
+                    name,
+                    version: p.version,
+                    last_modified: p
+                        .last_modified_date
+                        .and_then(|d| SystemTime::try_from(d).ok()),
+                    key_id: p.key_id,
+                    tier: p.tier.map(|t| t.as_str().to_string()),
+                    description: p.description,
+                    policies: p
+                        .policies
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|pol| (pol.policy_type, pol.policy_text))
+                        .collect(),
+                });
+            }
+            match page.next_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+    }
+    Ok((out, calls))
+}
+
+/// Creates `name` only if it does not exist yet. `Ok(true)`: created (we hold the lock);
+/// `Ok(false)`: it existed (another host took it).
+pub async fn create_marker(
+    client: &aws_sdk_ssm::Client,
+    name: &str,
+    value: &str,
+) -> Result<bool, String> {
+    match client
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(false)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("ParameterAlreadyExists") => Ok(false),
+        Err(e) => Err(format!(
+            "cannot create the fleet lock parameter {name}: {}: allow ssm:PutParameter on \
+             rotation.fleet_lock_prefix",
+            DisplayErrorContext(&e)
+        )),
+    }
+}

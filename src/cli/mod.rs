@@ -1,8 +1,10 @@
 //! The command line (SPEC §6). Exit codes: 0 success, 1 runtime failure, 2 usage or config
 //! error. Every failure message says what failed and what to do.
 
+mod check;
 mod client;
 mod doctor;
+mod put_secret;
 mod status_table;
 
 use std::path::PathBuf;
@@ -60,6 +62,27 @@ pub enum Command {
     },
     /// Online checks: AWS identity, each parameter, each LWA exchange, the SNS topic
     Doctor,
+    /// Run one rotation check now: parameter ages and SNS reminders (what the timer runs)
+    Check {
+        /// Report what would be sent, publish nothing, change no state
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store a new LWA value read from stdin: proved at LWA first, then written to SSM
+    PutSecret {
+        /// The credential whose value changes
+        #[arg(long, value_name = "NAME")]
+        credential: String,
+        /// Which value
+        #[arg(long, value_enum)]
+        field: put_secret::Field,
+        /// The running agent's socket, reloaded afterwards [default: socket.path]
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -123,15 +146,33 @@ fn dispatch(cli: Cli) -> Outcome {
             let socket = socket_path(socket, &config_path);
             runtime(|| status_table::status(socket, json))
         }
-        Command::Doctor => {
-            let cfg = match config::load(&config_path) {
-                Ok(c) => c,
-                Err(e) => return Outcome::Usage(format!("invalid configuration:\n{e}")),
-            };
-            crate::logging::init("warn", Some(crate::config::LogFormat::Text));
-            runtime(|| doctor::run(cfg))
+        Command::Doctor => with_config(&config_path, doctor::run),
+        Command::Check { dry_run, json } => {
+            with_config(&config_path, move |cfg| check::run(cfg, dry_run, json))
         }
+        Command::PutSecret {
+            credential,
+            field,
+            socket,
+        } => with_config(&config_path, move |cfg| {
+            put_secret::run(cfg, credential, field, socket)
+        }),
     }
+}
+
+/// One-shot commands that need the config: load it (exit 2 when invalid), log warnings to
+/// stderr, and run `f` on a runtime.
+fn with_config<F, Fut>(path: &std::path::Path, f: F) -> Outcome
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => return Outcome::Usage(format!("invalid configuration:\n{e}")),
+    };
+    crate::logging::init("warn", Some(crate::config::LogFormat::Text));
+    runtime(|| f(cfg))
 }
 
 fn runtime<F, Fut>(f: F) -> Outcome

@@ -126,7 +126,7 @@ impl CredentialSlot {
             let outcome = self.refresh_once(&lwa, &params, reload_wait).await;
             let now = Instant::now();
             match outcome {
-                Ok(token) => {
+                Ok((token, used)) => {
                     metrics.exchange(&name, "ok");
                     transient.reset();
                     let lifetime = token.expires_at.saturating_duration_since(now);
@@ -145,7 +145,16 @@ impl CredentialSlot {
                         s.last_refresh = Some(SystemTime::now());
                         s.exchanges_ok += 1;
                     });
-                    tokio::time::sleep(next.max(Duration::from_secs(1))).await;
+                    // Sleep until the refresh point, or exchange at once when one of this
+                    // credential's parameters gets a new version (a rotated secret, or
+                    // `put-secret`), so the served token always comes from the newest one.
+                    let config = &self.config;
+                    tokio::select! {
+                        _ = tokio::time::sleep(next.max(Duration::from_secs(1))) => {}
+                        _ = params_rx.wait_for(|s| fingerprint(s, config) != used) => {
+                            tracing::info!(credential = %name, "parameters changed in SSM; exchanging with the new version");
+                        }
+                    }
                 }
                 Err(failure) => {
                     let (message, delay, failed) = match &failure {
@@ -196,8 +205,9 @@ impl CredentialSlot {
         lwa: &LwaClient,
         params: &ParameterStore,
         reload_wait: Duration,
-    ) -> Result<Token, Failure> {
-        let (grant, _) = params.grant(&self.config).map_err(Failure::Parameters)?;
+    ) -> Result<(Token, Vec<Option<i64>>), Failure> {
+        let (grant, versions) = params.grant(&self.config).map_err(Failure::Parameters)?;
+        let used = |v: Vec<i64>| v.into_iter().map(Some).collect::<Vec<_>>();
         match lwa.exchange(&grant).await {
             Err(e) if e.is_auth() => {
                 tracing::warn!(
@@ -209,10 +219,12 @@ impl CredentialSlot {
                 if let Err(reload) = params.reload_now(reload_wait).await {
                     tracing::warn!(error = %reload, "parameter re-read failed");
                 }
-                let (grant, _) = params.grant(&self.config).map_err(Failure::Parameters)?;
-                lwa.exchange(&grant).await.map_err(Failure::Exchange)
+                let (grant, versions) = params.grant(&self.config).map_err(Failure::Parameters)?;
+                let token = lwa.exchange(&grant).await.map_err(Failure::Exchange)?;
+                Ok((token, used(versions)))
             }
-            other => other.map_err(Failure::Exchange),
+            Ok(token) => Ok((token, used(versions))),
+            Err(e) => Err(Failure::Exchange(e)),
         }
     }
 }

@@ -1,3 +1,490 @@
-//! Rotation reminders: the parameter-age check, its schedule, and what was sent.
+//! Rotation reminders (SPEC §5): the parameter-age check that runs from the in-process cron
+//! or `lwa-agent check`, publishing one SNS reminder per due parameter.
+//!
+//! Invariants: a reminder is recorded as sent only after SNS accepted it (or another host's
+//! fleet marker proves it went out), so a failure is retried on the next run and never
+//! lost; with a fleet lock, the marker is removed again when the publish fails, so the
+//! fleet does not believe a failed reminder went out.
 
+pub mod decide;
+pub mod message;
+pub mod policies;
 pub mod schedule;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::aws::{sns, ssm};
+use crate::backoff::Backoff;
+use crate::config::{Config, RotationConfig};
+use crate::metrics::Metrics;
+use decide::{Age, Observed, Verdict};
+
+/// Remind about the Roles Anywhere certificate this long before it expires.
+pub const CERTIFICATE_WARNING: Duration = Duration::from_secs(30 * 86400);
+
+pub struct Checker {
+    pub config: RotationConfig,
+    /// (parameter, credential, field) for every credential parameter.
+    uses: Vec<(String, String, &'static str)>,
+    watched: Vec<String>,
+    pub ssm: aws_sdk_ssm::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub state_dir: PathBuf,
+    pub host: String,
+    pub metrics: Option<Arc<Metrics>>,
+    pub certificate_expiry: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub checked_at: String,
+    pub dry_run: bool,
+    pub topic_arn: Option<String>,
+    pub parameters: Vec<ParameterReport>,
+    pub sent: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParameterReport {
+    pub name: String,
+    pub version: Option<i64>,
+    pub last_modified: Option<String>,
+    pub age_days: Option<u64>,
+    /// ok, warn, expired, or missing.
+    pub state: String,
+    /// none, covered_by_eventbridge, reminded_recently, sent, would_send, logged,
+    /// sent_by_other_host, failed.
+    pub action: String,
+    pub subject: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The fields of a credential, as `put-secret --field` names them.
+fn uses_of(config: &Config) -> Vec<(String, String, &'static str)> {
+    let mut uses = Vec::new();
+    for c in &config.credentials {
+        uses.push((c.client_id_parameter.clone(), c.name.clone(), "client_id"));
+        uses.push((
+            c.client_secret_parameter.clone(),
+            c.name.clone(),
+            "client_secret",
+        ));
+        if let Some(r) = &c.refresh_token_parameter {
+            uses.push((r.clone(), c.name.clone(), "refresh_token"));
+        }
+    }
+    uses
+}
+
+/// Every credential's parameters plus `rotation.parameters`, deduplicated.
+pub fn watched(config: &Config) -> Vec<String> {
+    let mut names = config.credential_parameters();
+    for p in &config.rotation.parameters {
+        if !names.contains(p) {
+            names.push(p.clone());
+        }
+    }
+    names
+}
+
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+impl Checker {
+    pub fn new(
+        config: &Config,
+        sdk: &aws_config::SdkConfig,
+        state_dir: PathBuf,
+        metrics: Option<Arc<Metrics>>,
+        certificate_expiry: Option<SystemTime>,
+    ) -> Self {
+        Checker {
+            config: config.rotation.clone(),
+            uses: uses_of(config),
+            watched: watched(config),
+            ssm: aws_sdk_ssm::Client::new(sdk),
+            sns: aws_sdk_sns::Client::new(sdk),
+            state_dir,
+            host: host_name(),
+            metrics,
+            certificate_expiry,
+        }
+    }
+
+    fn count(&self, result: &str) {
+        if let Some(m) = &self.metrics {
+            m.reminder(result);
+        }
+    }
+
+    pub async fn run(&self, dry_run: bool) -> Result<Report, String> {
+        let now = SystemTime::now();
+        let (metas, calls) = ssm::describe(&self.ssm, &self.watched).await?;
+        if let Some(m) = &self.metrics {
+            m.ssm_calls(calls, "ok");
+        }
+        let mut state = if dry_run {
+            state::load_readonly(&self.state_dir)
+        } else {
+            state::load(&self.state_dir)?
+        };
+        let mut report = Report {
+            checked_at: humantime::format_rfc3339_seconds(now).to_string(),
+            dry_run,
+            topic_arn: self.config.topic_arn.clone(),
+            parameters: Vec::new(),
+            sent: 0,
+            failed: 0,
+        };
+        for name in &self.watched {
+            let Some(meta) = metas.iter().find(|m| &m.name == name) else {
+                report.parameters.push(ParameterReport {
+                    name: name.clone(),
+                    version: None,
+                    last_modified: None,
+                    age_days: None,
+                    state: "missing".into(),
+                    action: "none".into(),
+                    subject: None,
+                    error: Some("not found in SSM Parameter Store".into()),
+                });
+                continue;
+            };
+            let observed = Observed {
+                name: name.clone(),
+                version: meta.version,
+                last_modified: meta.last_modified.unwrap_or(now),
+                covered_by_policy: meta.policies.iter().any(|(t, x)| {
+                    policies::policy_type(t.as_deref(), x.as_deref()).as_deref()
+                        == Some(policies::NO_CHANGE_NOTIFICATION)
+                }),
+            };
+            let (age, verdict) = decide::decide(
+                &self.config,
+                &observed,
+                now,
+                state.last_sent(name, meta.version),
+            );
+            let mut entry = ParameterReport {
+                name: name.clone(),
+                version: Some(meta.version),
+                last_modified: meta
+                    .last_modified
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                age_days: Some(
+                    now.duration_since(observed.last_modified)
+                        .unwrap_or_default()
+                        .as_secs()
+                        / 86400,
+                ),
+                state: match age {
+                    Age::Ok => "ok",
+                    Age::Warn => "warn",
+                    Age::Expired => "expired",
+                }
+                .into(),
+                action: "none".into(),
+                subject: None,
+                error: None,
+            };
+            match verdict {
+                Verdict::Fine => {}
+                Verdict::Covered => entry.action = "covered_by_eventbridge".into(),
+                Verdict::RemindedRecently => entry.action = "reminded_recently".into(),
+                Verdict::Due { period } => {
+                    let msg = message::build(&message::Reminder {
+                        parameter: name,
+                        version: meta.version,
+                        last_modified: observed.last_modified,
+                        now,
+                        expire_after: self.config.expire_after,
+                        state: age,
+                        host: &self.host,
+                        uses: self
+                            .uses
+                            .iter()
+                            .filter(|(p, _, _)| p == name)
+                            .map(|(_, c, f)| (c.clone(), *f))
+                            .collect(),
+                    });
+                    entry.subject = Some(msg.subject.clone());
+                    let outcome = if dry_run {
+                        Outcome::WouldSend
+                    } else {
+                        self.deliver(name, &period, &msg).await
+                    };
+                    match outcome {
+                        Outcome::WouldSend => entry.action = "would_send".into(),
+                        Outcome::Logged => entry.action = "logged".into(),
+                        Outcome::Sent => {
+                            state.record(name, meta.version, &period, false);
+                            state::save(&self.state_dir, &state)?;
+                            report.sent += 1;
+                            entry.action = "sent".into();
+                        }
+                        Outcome::SentElsewhere => {
+                            state.record(name, meta.version, &period, true);
+                            state::save(&self.state_dir, &state)?;
+                            entry.action = "sent_by_other_host".into();
+                        }
+                        Outcome::Failed(e) => {
+                            report.failed += 1;
+                            entry.action = "failed".into();
+                            entry.error = Some(e);
+                        }
+                    }
+                }
+            }
+            tracing::info!(
+                parameter = %entry.name,
+                state = %entry.state,
+                action = %entry.action,
+                age_days = entry.age_days.unwrap_or(0),
+                "rotation check"
+            );
+            report.parameters.push(entry);
+        }
+        if let Some(not_after) = self.certificate_expiry {
+            if let Some(entry) = self
+                .certificate(not_after, now, dry_run, &mut state)
+                .await?
+            {
+                if entry.action == "sent" {
+                    report.sent += 1;
+                } else if entry.action == "failed" {
+                    report.failed += 1;
+                }
+                report.parameters.push(entry);
+            }
+        }
+        Ok(report)
+    }
+
+    /// The Roles Anywhere certificate is the next outage once it expires: remind about it
+    /// like a parameter, from 30 days before its notAfter.
+    async fn certificate(
+        &self,
+        not_after: SystemTime,
+        now: SystemTime,
+        dry_run: bool,
+        state: &mut state::State,
+    ) -> Result<Option<ParameterReport>, String> {
+        let left = not_after.duration_since(now).unwrap_or_default();
+        if left > CERTIFICATE_WARNING {
+            return Ok(None);
+        }
+        let key = "roles-anywhere-certificate";
+        let version = not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let days = left.as_secs() / 86400;
+        let mut entry = ParameterReport {
+            name: key.into(),
+            version: None,
+            last_modified: None,
+            age_days: None,
+            state: if left.is_zero() { "expired" } else { "warn" }.into(),
+            action: "none".into(),
+            subject: Some(format!(
+                "[lwa-agent] Roles Anywhere certificate on {} expires in {days} days",
+                self.host
+            )),
+            error: None,
+        };
+        let recent = state
+            .last_sent(key, version)
+            .is_some_and(|t| now.duration_since(t).unwrap_or_default() < self.config.repeat_every);
+        if recent {
+            entry.action = "reminded_recently".into();
+            return Ok(Some(entry));
+        }
+        let body = format!(
+            "The X.509 certificate lwa-agent on host {host} uses for IAM Roles Anywhere expires \
+             on {when} ({days} days). When it expires the agent can no longer read its \
+             parameters and tokens stop.\n\nIssue a new certificate from the CA of the trust \
+             anchor, install it and its key where LoadCredential= points, and restart: \
+             sudo systemctl restart lwa-agent\n",
+            host = self.host,
+            when = humantime::format_rfc3339_seconds(not_after),
+        );
+        let msg = message::Message {
+            subject: entry.subject.clone().unwrap_or_default(),
+            sms: format!(
+                "lwa-agent {}: Roles Anywhere certificate expires in {days}d",
+                self.host
+            ),
+            email: body,
+            severity: if left.is_zero() { "expired" } else { "warning" },
+        };
+        let period = format!("cert-{version}");
+        let outcome = if dry_run {
+            Outcome::WouldSend
+        } else {
+            self.deliver(key, &period, &msg).await
+        };
+        entry.action = match outcome {
+            Outcome::WouldSend => "would_send".into(),
+            Outcome::Logged => "logged".into(),
+            Outcome::Sent | Outcome::SentElsewhere => {
+                state.record(
+                    key,
+                    version,
+                    &period,
+                    matches!(outcome, Outcome::SentElsewhere),
+                );
+                state::save(&self.state_dir, state)?;
+                "sent".into()
+            }
+            Outcome::Failed(e) => {
+                entry.error = Some(e);
+                "failed".into()
+            }
+        };
+        Ok(Some(entry))
+    }
+
+    /// Takes the fleet lock (when configured), then publishes with retries.
+    async fn deliver(&self, name: &str, period: &str, msg: &message::Message) -> Outcome {
+        let Some(topic) = &self.config.topic_arn else {
+            tracing::warn!(
+                parameter = %name,
+                subject = %msg.subject,
+                "rotation reminder (rotation.topic_arn is not set, so it goes to the log only)"
+            );
+            self.count("logged");
+            return Outcome::Logged;
+        };
+        let marker = self
+            .config
+            .fleet_lock_prefix
+            .as_ref()
+            .map(|prefix| format!("{prefix}/{}/{period}", fleet_hash(name)));
+        if let Some(marker) = &marker {
+            let value = format!(
+                "{} {}",
+                self.host,
+                humantime::format_rfc3339_seconds(SystemTime::now())
+            );
+            match ssm::create_marker(&self.ssm, marker, &value).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(parameter = %name, marker = %marker, "another host of the fleet sent this reminder");
+                    self.count("skipped_by_fleet_lock");
+                    return Outcome::SentElsewhere;
+                }
+                Err(e) => {
+                    self.count("failed");
+                    return Outcome::Failed(e);
+                }
+            }
+        }
+        let json = message::sns_json(msg);
+        let attributes = [
+            ("parameter", name),
+            ("severity", msg.severity),
+            ("host", self.host.as_str()),
+        ];
+        let request = sns::Publish {
+            topic_arn: topic,
+            subject: &msg.subject,
+            message_json: &json,
+            attributes: &attributes,
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            match sns::publish(&self.sns, &request).await {
+                Ok(id) => {
+                    tracing::info!(parameter = %name, message_id = %id, severity = msg.severity, "rotation reminder sent");
+                    self.count("sent");
+                    return Outcome::Sent;
+                }
+                Err(e) => {
+                    tracing::warn!(parameter = %name, attempt, error = %e.message, "rotation reminder not sent");
+                    last = e.message;
+                    if !e.retryable || attempt == 3 {
+                        break;
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+        self.count("failed");
+        if let Some(marker) = &marker {
+            // Give the period back so that this or another host can send it later.
+            let _ = self.ssm.delete_parameter().name(marker).send().await;
+        }
+        Outcome::Failed(format!(
+            "{last} (the reminder is retried on the next check)"
+        ))
+    }
+}
+
+enum Outcome {
+    WouldSend,
+    Logged,
+    Sent,
+    SentElsewhere,
+    Failed(String),
+}
+
+/// A short, stable name for a parameter inside the fleet lock prefix (SSM names have a
+/// depth limit, so the parameter's own path is not reused).
+pub fn fleet_hash(parameter: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(parameter.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The in-process view of the rotation check, for `/v1/status`.
+#[derive(Default)]
+pub struct Status {
+    pub last_check: Option<SystemTime>,
+    pub last_report: Option<Report>,
+    pub last_error: Option<String>,
+    pub last_reminder: Option<String>,
+}
+
+pub type SharedStatus = Arc<Mutex<Status>>;
+
+/// One scheduled check: run it and keep the outcome for `/v1/status`.
+pub async fn run_and_record(checker: &Checker, status: &SharedStatus) {
+    let result = checker.run(false).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "rotation check failed; it runs again at the next scheduled time");
+    }
+    if let Ok(mut s) = status.lock() {
+        s.last_check = Some(SystemTime::now());
+        match result {
+            Ok(report) => {
+                s.last_error = None;
+                s.last_report = Some(report);
+            }
+            Err(e) => s.last_error = Some(e),
+        }
+        s.last_reminder = state::load_readonly(&checker.state_dir).last_reminder();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_hash_is_stable_and_short() {
+        assert_eq!(fleet_hash("/my-erp/lwa/clientsecret").len(), 16);
+        assert_eq!(fleet_hash("/a"), fleet_hash("/a"));
+        assert_ne!(fleet_hash("/a"), fleet_hash("/b"));
+    }
+}

@@ -399,3 +399,95 @@ pub fn parse(raw: &str) -> Option<Resp> {
         body: body.to_string(),
     })
 }
+
+impl World {
+    /// An SNS topic with an SQS queue subscribed, so the test can read what was published.
+    pub async fn topic_with_queue(&self, name: &str) -> (String, String) {
+        let sdk = self.sdk().await;
+        let sns = aws_sdk_sns::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let topic = sns
+            .create_topic()
+            .name(name)
+            .send()
+            .await
+            .expect("create topic")
+            .topic_arn
+            .expect("topic arn");
+        let queue = sqs
+            .create_queue()
+            .queue_name(format!("{name}-q"))
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("queue url");
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .cloned()
+            })
+            .expect("queue arn");
+        sns.subscribe()
+            .topic_arn(&topic)
+            .protocol("sqs")
+            .endpoint(arn)
+            .send()
+            .await
+            .expect("subscribe");
+        (topic, queue)
+    }
+
+    /// Every SNS envelope in the queue, waiting until `at_least` arrived (or `secs` passed)
+    /// and then once more briefly, so that extra messages are seen too.
+    pub async fn messages(
+        &self,
+        queue: &str,
+        at_least: usize,
+        secs: u64,
+    ) -> Vec<serde_json::Value> {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk().await);
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut extra_round = false;
+        loop {
+            let out = sqs
+                .receive_message()
+                .queue_url(queue)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive");
+            for m in out.messages.unwrap_or_default() {
+                got.push(serde_json::from_str(m.body().unwrap_or("{}")).expect("SNS envelope"));
+                if let Some(h) = m.receipt_handle() {
+                    let _ = sqs
+                        .delete_message()
+                        .queue_url(queue)
+                        .receipt_handle(h)
+                        .send()
+                        .await;
+                }
+            }
+            if got.len() >= at_least {
+                if extra_round {
+                    return got;
+                }
+                extra_round = true;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            if Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! `lwa-agent put-secret`: rotate one LWA value safely. The new value comes from stdin
+//! (never argv), is proved with a real LWA exchange before anything is written, is stored
+//! as a SecureString with the parameter's existing KMS key, tier and policies, and the
+//! running agent is reloaded and confirmed to serve tokens from the new version.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_ssm::error::DisplayErrorContext;
+use clap::ValueEnum;
+use hyper::Method;
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use super::client::{error_message, request};
+use super::Outcome;
+use crate::aws::ssm;
+use crate::config::{Config, CredentialConfig};
+use crate::lwa::exchange::{GrantKind, LwaClient};
+use crate::parameters::ParameterStore;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Field {
+    ClientSecret,
+    RefreshToken,
+    ClientId,
+}
+
+fn parameter_of(cred: &CredentialConfig, field: Field) -> Result<String, String> {
+    match field {
+        Field::ClientSecret => Ok(cred.client_secret_parameter.clone()),
+        Field::ClientId => Ok(cred.client_id_parameter.clone()),
+        Field::RefreshToken => cred.refresh_token_parameter.clone().ok_or_else(|| {
+            format!(
+                "credential `{}` is grantless (scopes) and has no refresh token",
+                cred.name
+            )
+        }),
+    }
+}
+
+/// Reads the value without echo on a terminal, or all of stdin from a pipe.
+fn read_value(field: Field) -> Result<SecretString, String> {
+    let text = if std::io::stdin().is_terminal() {
+        let name = format!("{field:?}");
+        Zeroizing::new(
+            rpassword::prompt_password(format!("New {name} (input is not shown): "))
+                .map_err(|e| format!("cannot read from the terminal: {e}"))?,
+        )
+    } else {
+        let mut buf = Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+        buf
+    };
+    let value = text.trim_end_matches(['\r', '\n']).trim();
+    if value.is_empty() {
+        return Err("no value on stdin: pipe the new value in, or type it at the prompt".into());
+    }
+    if value.contains(['\n', '\r']) {
+        return Err("the value has more than one line: give exactly one value".into());
+    }
+    Ok(SecretString::from(value.to_string()))
+}
+
+pub async fn run(
+    cfg: Config,
+    credential: String,
+    field: Field,
+    socket: Option<PathBuf>,
+) -> Outcome {
+    let Some(cred) = cfg.credential(&credential).cloned() else {
+        let names: Vec<&str> = cfg.credentials.iter().map(|c| c.name.as_str()).collect();
+        return Outcome::Usage(format!(
+            "no credential named `{credential}` in {}: use one of {}",
+            cfg.file.display(),
+            names.join(", ")
+        ));
+    };
+    let parameter = match parameter_of(&cred, field) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Usage(e),
+    };
+    let value = match read_value(field) {
+        Ok(v) => v,
+        Err(e) => return Outcome::Usage(e),
+    };
+    match rotate(&cfg, &cred, field, &parameter, value, socket).await {
+        Ok(()) => Outcome::Ok,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+async fn rotate(
+    cfg: &Config,
+    cred: &CredentialConfig,
+    field: Field,
+    parameter: &str,
+    value: SecretString,
+    socket: Option<PathBuf>,
+) -> Result<(), String> {
+    let (sdk, _) = crate::aws::connect(&cfg.aws).await?;
+    let client = aws_sdk_ssm::Client::new(&sdk);
+
+    // 1. Prove the new value at LWA with the other current values.
+    let names: Vec<String> = cred.parameters().map(String::from).collect();
+    let fetched = ssm::fetch(&client, &names).await?;
+    if let Some((name, problem)) = fetched.problems.first() {
+        return Err(format!("cannot read {name}: {problem}"));
+    }
+    let store = ParameterStore::new(names);
+    store.apply_for_doctor(fetched);
+    let (mut grant, _) = store.grant(cred)?;
+    let new = || SecretString::from(value.expose_secret().to_string());
+    match field {
+        Field::ClientSecret => grant.client_secret = new(),
+        Field::ClientId => grant.client_id = new(),
+        Field::RefreshToken => grant.kind = GrantKind::RefreshToken(new()),
+    }
+    let lwa = LwaClient::new(&cfg.lwa)?;
+    lwa.exchange(&grant).await.map_err(|e| {
+        format!("LWA did not accept the new value, so nothing was written to SSM: {e}")
+    })?;
+    println!("LWA accepted the new value.");
+
+    // 2. Write it with the same key, tier and policies.
+    let (metas, _) = ssm::describe(&client, &[parameter.to_string()]).await?;
+    let meta = metas
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{parameter} disappeared from SSM"))?;
+    let policies = rewritable_policies(&meta.policies);
+    let mut put = client
+        .put_parameter()
+        .name(parameter)
+        .value(value.expose_secret())
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .set_key_id(meta.key_id.clone())
+        .set_description(meta.description.clone());
+    if let Some(tier) = &meta.tier {
+        put = put.tier(aws_sdk_ssm::types::ParameterTier::from(tier.as_str()));
+    }
+    if let Some(p) = &policies {
+        put = put.policies(p);
+    }
+    let written = put.send().await.map_err(|e| {
+        format!(
+            "SSM PutParameter on {parameter} failed: {}: allow ssm:PutParameter and kms:Encrypt \
+             for whoever runs put-secret",
+            DisplayErrorContext(&e)
+        )
+    })?;
+    let version = written.version;
+    println!(
+        "Wrote {parameter} version {version} (SecureString, key {}, tier {}).",
+        meta.key_id.as_deref().unwrap_or("default"),
+        meta.tier.as_deref().unwrap_or("Standard")
+    );
+    let written_at = SystemTime::now();
+
+    // 3. Reload the running agent and confirm it serves tokens from the new version.
+    let socket = socket.unwrap_or_else(|| cfg.socket.path.clone());
+    let reload = match request(&socket, Method::POST, "/v1/reload").await {
+        Ok(a) => a,
+        Err(e) => {
+            println!(
+                "The agent was not reloaded ({e}). It picks the new version up within \
+                 ssm.refresh_interval, or run: systemctl reload lwa-agent"
+            );
+            return Ok(());
+        }
+    };
+    if reload.status != 200 {
+        return Err(format!(
+            "the new value is in SSM, but the agent's reload failed ({}): {}",
+            reload.status,
+            error_message(&reload)
+        ));
+    }
+    confirm(&socket, &cred.name, parameter, version, written_at).await?;
+    println!(
+        "The agent now serves tokens for `{}` from version {version}.",
+        cred.name
+    );
+    Ok(())
+}
+
+/// Policies to send again with the new value: AWS's JSON texts. moto's Python-repr texts
+/// (SPEC §8) are not JSON and cannot be sent back; they are left as SSM keeps them.
+fn rewritable_policies(policies: &[(Option<String>, Option<String>)]) -> Option<String> {
+    let texts: Vec<serde_json::Value> = policies
+        .iter()
+        .filter_map(|(_, text)| serde_json::from_str(text.as_deref()?).ok())
+        .collect();
+    (!texts.is_empty()).then(|| serde_json::Value::Array(texts).to_string())
+}
+
+async fn confirm(
+    socket: &std::path::Path,
+    credential: &str,
+    parameter: &str,
+    version: i64,
+    written_at: SystemTime,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let written = humantime::format_rfc3339_seconds(written_at).to_string();
+    loop {
+        if let Ok(a) = request(socket, Method::GET, "/v1/status").await {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&a.body) {
+                let seen = v["parameters"][parameter]["version"].as_i64() == Some(version);
+                let c = &v["credentials"][credential];
+                let refreshed = c["last_refresh"]
+                    .as_str()
+                    .is_some_and(|t| t >= written.as_str());
+                let valid = c["token"]["valid"].as_bool() == Some(true);
+                if seen && refreshed && valid {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the new value is in SSM, but the agent did not serve a token from version \
+                 {version} within 30s: check `lwa-agent status` and journalctl -u lwa-agent"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_json_policies_are_sent_back() {
+        let aws = (
+            Some("NoChangeNotification".to_string()),
+            Some(r#"{"Type":"NoChangeNotification","Version":"1.0"}"#.to_string()),
+        );
+        let moto = (
+            Some("{'Type': 'X'}".to_string()),
+            Some("{'Type': 'X'}".to_string()),
+        );
+        assert_eq!(
+            rewritable_policies(&[aws, moto.clone()]).as_deref(),
+            Some(r#"[{"Type":"NoChangeNotification","Version":"1.0"}]"#)
+        );
+        assert_eq!(rewritable_policies(&[moto]), None);
+    }
+}

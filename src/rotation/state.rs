@@ -1,0 +1,197 @@
+//! What reminders were sent, kept in the state directory so that a restart or a crash never
+//! sends the same reminder twice.
+//!
+//! Invariants: the file is replaced atomically (temp file, fsync, rename, fsync of the
+//! directory), so a reader sees the old or the new state, never half of one; a reminder is
+//! recorded only after SNS accepted it; a corrupt file is moved aside, not fatal.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+pub const FILE: &str = "rotation-state.json";
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    #[serde(default)]
+    pub reminders: BTreeMap<String, Sent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Sent {
+    /// RFC 3339.
+    pub sent_at: String,
+    pub parameter_version: i64,
+    pub period: String,
+    /// Another host of the fleet sent it (its marker parameter existed).
+    #[serde(default)]
+    pub by_fleet: bool,
+}
+
+impl State {
+    /// When this parameter was last reminded about at this version.
+    pub fn last_sent(&self, parameter: &str, version: i64) -> Option<SystemTime> {
+        self.reminders
+            .get(parameter)
+            .filter(|s| s.parameter_version == version)
+            .and_then(|s| humantime::parse_rfc3339(&s.sent_at).ok())
+    }
+
+    pub fn record(&mut self, parameter: &str, version: i64, period: &str, by_fleet: bool) {
+        self.reminders.insert(
+            parameter.to_string(),
+            Sent {
+                sent_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                parameter_version: version,
+                period: period.to_string(),
+                by_fleet,
+            },
+        );
+    }
+
+    pub fn last_reminder(&self) -> Option<String> {
+        self.reminders.values().map(|s| s.sent_at.clone()).max()
+    }
+}
+
+/// `$STATE_DIRECTORY` (its first entry) when systemd sets it, else `/var/lib/lwa-agent`.
+pub fn directory() -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        Some(v) if !v.is_empty() => {
+            let text = v.to_string_lossy().into_owned();
+            PathBuf::from(text.split(':').next().unwrap_or(&text))
+        }
+        _ => PathBuf::from("/var/lib/lwa-agent"),
+    }
+}
+
+/// Loads the state; a missing file is an empty state, a corrupt one is moved aside.
+pub fn load(dir: &Path) -> Result<State, String> {
+    let path = dir.join(FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) => {
+            return Err(format!(
+                "cannot read the rotation state {}: {e}: check the state directory's owner",
+                path.display()
+            ))
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            let aside = dir.join(format!(
+                "{FILE}.corrupt-{}",
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            ));
+            std::fs::rename(&path, &aside).map_err(|re| {
+                format!(
+                    "the rotation state {} is corrupt ({e}) and cannot be moved aside: {re}",
+                    path.display()
+                )
+            })?;
+            tracing::warn!(
+                file = %path.display(),
+                moved_to = %aside.display(),
+                error = %e,
+                "the rotation state was corrupt; moved it aside and starting afresh \
+                 (a reminder may be repeated once)"
+            );
+            Ok(State::default())
+        }
+    }
+}
+
+/// Replaces the state file atomically.
+pub fn save(dir: &Path, state: &State) -> Result<(), String> {
+    let fail = |what: &str, e: std::io::Error| {
+        format!(
+            "cannot {what} the rotation state in {}: {e}: check that the state directory exists \
+             and belongs to the agent's user",
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", e))?;
+    let tmp = dir.join(format!("{FILE}.tmp-{}", std::process::id()));
+    let text = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| fail("write", e))?;
+        f.write_all(&text).map_err(|e| fail("write", e))?;
+        f.sync_all().map_err(|e| fail("sync", e))?;
+    }
+    std::fs::rename(&tmp, dir.join(FILE)).map_err(|e| fail("replace", e))?;
+    // The rename is durable only once the directory entry is on disk.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Loads the state for a dry run: never moves or writes anything.
+pub fn load_readonly(dir: &Path) -> State {
+    std::fs::read(dir.join(FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads_and_ignores_other_versions() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = State::default();
+        s.record("/p", 3, "v3-p0", false);
+        save(dir.path(), &s).expect("save");
+        let loaded = load(dir.path()).expect("load");
+        assert_eq!(loaded, s);
+        assert!(loaded.last_sent("/p", 3).is_some());
+        assert!(
+            loaded.last_sent("/p", 4).is_none(),
+            "a new version starts afresh"
+        );
+        assert!(loaded.last_sent("/q", 3).is_none());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            leftovers,
+            vec![std::ffi::OsString::from(FILE)],
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join(FILE), b"{not json").expect("write");
+        let s = load(dir.path()).expect("not fatal");
+        assert_eq!(s, State::default());
+        assert!(!dir.path().join(FILE).exists());
+        let aside = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter(|e| {
+                e.as_ref()
+                    .map(|e| e.file_name().to_string_lossy().contains("corrupt"))
+                    .unwrap_or(false)
+            })
+            .count();
+        assert_eq!(aside, 1);
+    }
+
+    #[test]
+    fn a_missing_file_is_an_empty_state() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert_eq!(load(dir.path()).expect("load"), State::default());
+    }
+}
