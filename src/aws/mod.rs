@@ -53,6 +53,9 @@ pub async fn sdk_config(
 ) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(cfg.region.clone()))
+        // The SDK's default client resolves names with glibc's getaddrinfo, which in the
+        // static binary would load the host's NSS modules; this one uses hickory.
+        .http_client(crate::net::aws_http_client())
         // Bounded calls: a hung SSM call must not stall a parameter refresh forever. The
         // SDK's standard retry (3 attempts) sits inside these limits.
         .timeout_config(
