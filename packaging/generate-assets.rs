@@ -36,8 +36,12 @@ fn generate(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", man_path.display()))?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let mut cmd = lwa_agent::cli::Cli::command();
-        clap_complete::generate_to(shell, &mut cmd, "lwa-agent", dir)
-            .map_err(|e| format!("cannot write the {shell} completion into {}: {e}", dir.display()))?;
+        clap_complete::generate_to(shell, &mut cmd, "lwa-agent", dir).map_err(|e| {
+            format!(
+                "cannot write the {shell} completion into {}: {e}",
+                dir.display()
+            )
+        })?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod config_cli;
 mod examples;
 mod failures;
 mod lifecycle;
+mod packaging;
 mod peers;
 mod requests;
 mod rotation;
