@@ -623,18 +623,26 @@ fn deb_installs_upgrades_keeping_the_edited_config_and_purges_without_a_trace() 
     assert!(Path::new("/etc/lwa-agent/lwa-agent.toml").exists());
     assert!(Path::new("/var/lib/lwa-agent/rotation-state.json").exists());
 
-    // Purge: nothing of the package is left anywhere.
+    // Purge: nothing of the package is left anywhere (the lock is still held, so no
+    // other test installs it meanwhile).
     dpkg_ok(&["--purge", "lwa-agent"]);
-    drop(installed);
     for gone in ["/etc/lwa-agent", "/var/lib/lwa-agent", "/run/lwa-agent"] {
         assert!(!Path::new(gone).exists(), "{gone} survived the purge");
     }
     for dir in [
-        "/etc/systemd/system",
-        "/var/lib/systemd/deb-systemd-helper-enabled",
-        "/var/lib/systemd/deb-systemd-helper-masked",
-        "/usr",
-        "/lib/systemd",
+        "/etc",
+        "/var/lib/systemd",
+        "/var/lib/dpkg/info",
+        "/usr/bin",
+        "/lib/systemd/system",
+        "/usr/lib/systemd/system",
+        "/usr/lib/sysusers.d",
+        "/usr/share/doc",
+        "/usr/share/man/man8",
+        "/usr/share/bash-completion",
+        "/usr/share/zsh",
+        "/usr/share/fish",
+        "/usr/share/lintian/overrides",
     ] {
         let left = find_named(Path::new(dir), "lwa-agent");
         assert!(left.is_empty(), "left behind: {left:?}");
@@ -645,6 +653,7 @@ fn deb_installs_upgrades_keeping_the_edited_config_and_purges_without_a_trace() 
     assert!(!status.status.success(), "dpkg still knows the package");
     // The system user stays, as Debian policy asks: files may still carry its uid.
     assert!(passwd_entry("lwa-agent").is_some());
+    drop(installed);
 }
 
 /// `systemd-analyze verify` accepts all four units as installed, with the binary, the
@@ -769,6 +778,11 @@ fn rpm_lists_the_expected_files_modes_and_scriptlets() {
     assert!(
         !requires.contains(".so"),
         "the static binary needs a library: {requires}"
+    );
+    // ExecReload= runs kill.
+    assert!(
+        requires.lines().any(|l| l.trim() == "/usr/bin/kill"),
+        "{requires}"
     );
     let scripts = q(&["-qp", "--scripts"]);
     for (scriptlet, needle) in [
