@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::agent::Agent;
@@ -72,6 +72,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     let server = tokio::spawn(socket::server::serve(listener, agent.clone(), shutdown_rx));
 
     wait_for_first_tokens(&agent).await;
+    // Before READY=1: systemd allows `systemctl reload` from then on, and a SIGHUP that
+    // arrived before its handler would kill the agent.
+    let signals = Signals::install()?;
     systemd::ready(&agent.summary());
     tracing::info!(status = %agent.summary(), "lwa-agent ready");
     if let Some(interval) = systemd::watchdog_interval() {
@@ -79,7 +82,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     tokio::spawn(report_status(agent.clone()));
 
-    signals(&agent).await?;
+    signals.run(&agent).await;
 
     tracing::info!("stopping: no new connections, finishing answers in flight");
     systemd::stopping();
@@ -129,26 +132,41 @@ async fn wait_for_first_tokens(agent: &Agent) {
     }
 }
 
-/// SIGHUP re-reads the parameters; SIGTERM and SIGINT return to shut down.
-async fn signals(agent: &Agent) -> Result<(), String> {
-    let install = |kind: SignalKind, name: &str| {
-        signal(kind).map_err(|e| format!("cannot handle {name}: {e}"))
-    };
-    let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
-    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
-    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: re-reading the parameters from SSM");
-                systemd::reloading();
-                if let Err(e) = agent.parameters.reload_now(Duration::from_secs(30)).await {
-                    tracing::warn!(error = %e, "reload on SIGHUP failed; keeping what was read before");
+/// The daemon's signal handlers: SIGHUP re-reads the parameters; SIGTERM and SIGINT shut
+/// it down.
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| format!("cannot handle {name}: {e}"))
+        };
+        Ok(Signals {
+            hup: install(SignalKind::hangup(), "SIGHUP")?,
+            term: install(SignalKind::terminate(), "SIGTERM")?,
+            int: install(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+
+    /// Handles SIGHUP until SIGTERM or SIGINT arrives.
+    async fn run(mut self, agent: &Agent) {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: re-reading the parameters from SSM");
+                    systemd::reloading();
+                    if let Err(e) = agent.parameters.reload_now(Duration::from_secs(30)).await {
+                        tracing::warn!(error = %e, "reload on SIGHUP failed; keeping what was read before");
+                    }
+                    systemd::ready(&agent.summary());
                 }
-                systemd::ready(&agent.summary());
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
             }
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
         }
     }
 }
