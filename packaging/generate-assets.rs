@@ -1,4 +1,5 @@
-//! Writes the man page `lwa-agent.8` and the bash, zsh and fish completions, generated from
+//! Writes the man pages (`man8/lwa-agent.8` and one per subcommand) and the bash, zsh and
+//! fish completions, generated from
 //! the CLI definition itself so they never drift from it. packaging/build runs it:
 //! `cargo run --example generate-assets -- DIR`.
 //!
@@ -6,7 +7,6 @@
 //! shipped binary, and `cargo test` still compiles this file, so a CLI change that breaks
 //! it fails the build.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -28,12 +28,14 @@ fn main() -> ExitCode {
 }
 
 fn generate(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let man_path = dir.join("lwa-agent.8");
-    let mut man = Vec::new();
-    render_man(&mut man).map_err(|e| format!("cannot render the man page: {e}"))?;
-    std::fs::write(&man_path, man)
-        .map_err(|e| format!("cannot write {}: {e}", man_path.display()))?;
+    let man_dir = dir.join("man8");
+    std::fs::create_dir_all(&man_dir)
+        .map_err(|e| format!("cannot create {}: {e}", man_dir.display()))?;
+    // Built, so that subcommands carry their display names (lwa-agent-run, …), which are
+    // also the names of their pages.
+    let mut cmd = lwa_agent::cli::Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    write_pages(&cmd, &man_dir, true)?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let mut cmd = lwa_agent::cli::Cli::command();
         clap_complete::generate_to(shell, &mut cmd, "lwa-agent", dir).map_err(|e| {
@@ -46,17 +48,28 @@ fn generate(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// clap's sections (name, synopsis, description, options, commands, version) followed by
-/// the ones a sysadmin looks for in section 8: files, environment, exit status, see also.
-fn render_man(out: &mut dyn Write) -> std::io::Result<()> {
-    let cmd = lwa_agent::cli::Cli::command();
-    let man = clap_mangen::Man::new(cmd)
+/// lwa-agent(8), and lwa-agent-run(8) etc. for every subcommand the main page lists.
+fn write_pages(cmd: &clap::Command, dir: &Path, top: bool) -> Result<(), String> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_pages(sub, dir, false)?;
+    }
+    let man = clap_mangen::Man::new(cmd.clone())
         .section("8")
         .manual("System Administration")
         .source(concat!("lwa-agent ", env!("CARGO_PKG_VERSION")));
-    man.render(out)?;
-    out.write_all(EXTRA_SECTIONS.as_bytes())
+    let path = dir.join(man.get_filename());
+    let mut page = Vec::new();
+    man.render(&mut page)
+        .map_err(|e| format!("cannot render {}: {e}", path.display()))?;
+    // The sections a sysadmin looks for in section 8 go on the main page; the others
+    // point to it.
+    page.extend_from_slice(if top { EXTRA_SECTIONS } else { SEE_MAIN }.as_bytes());
+    std::fs::write(&path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
+
+const SEE_MAIN: &str = r".SH SEE ALSO
+\fBlwa-agent\fR(8)
+";
 
 const EXTRA_SECTIONS: &str = r#".SH FILES
 .TP

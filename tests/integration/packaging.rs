@@ -19,7 +19,6 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::harness::*;
-use crate::peers::which;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The exposure `systemd-analyze security` may give the services (SPEC §7).
@@ -165,7 +164,13 @@ fn output(cmd: &mut Command) -> Output {
 
 /// A tool the tests need, or a failure naming the command that installs it.
 fn tool(name: &str) -> PathBuf {
-    which(name)
+    ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: run `tests/setup` (installs every tool the tests use)")
+        })
 }
 
 /// dpkg, retried while another dpkg or apt holds the lock (other work on this machine).
@@ -355,6 +360,23 @@ fn one<'a>(unit: &'a Unit, section: &str, key: &str) -> &'a str {
     }
 }
 
+/// lwa-agent(8) and a page per (sub)command, as generate-assets names them.
+fn man_pages() -> Vec<String> {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
+        let name = cmd.get_display_name().unwrap_or(cmd.get_name());
+        out.push(format!("/usr/share/man/man8/{name}.8.gz"));
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            walk(sub, out);
+        }
+    }
+    let mut cmd = lwa_agent::cli::Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = Vec::new();
+    walk(&cmd, &mut pages);
+    pages
+}
+
 const UNITS: [&str; 4] = [
     "lwa-agent.socket",
     "lwa-agent.service",
@@ -509,7 +531,6 @@ fn deb_installs_upgrades_keeping_the_edited_config_and_purges_without_a_trace() 
         ("/lib/systemd/system/lwa-agent-check.service", 0o644),
         ("/lib/systemd/system/lwa-agent-check.timer", 0o644),
         ("/usr/lib/sysusers.d/lwa-agent.conf", 0o644),
-        ("/usr/share/man/man8/lwa-agent.8.gz", 0o644),
         ("/usr/share/bash-completion/completions/lwa-agent", 0o644),
         ("/usr/share/zsh/vendor-completions/_lwa-agent", 0o644),
         ("/usr/share/fish/vendor_completions.d/lwa-agent.fish", 0o644),
@@ -519,6 +540,11 @@ fn deb_installs_upgrades_keeping_the_edited_config_and_purges_without_a_trace() 
         ("/usr/share/doc/lwa-agent/changelog.gz", 0o644),
     ] {
         assert_file(path, mode, 0, 0);
+    }
+    let pages = man_pages();
+    assert!(pages.len() > 5, "{pages:?}");
+    for page in &pages {
+        assert_file(page, 0o644, 0, 0);
     }
     // The config: readable by the service's group, nobody else.
     assert_file("/etc/lwa-agent/lwa-agent.toml", 0o640, 0, gid);
@@ -732,7 +758,6 @@ fn rpm_lists_the_expected_files_modes_and_scriptlets() {
         ("/usr/lib/sysusers.d/lwa-agent.conf", "-rw-r--r--", "root"),
         // rpm -qlv cuts group names to 8 characters.
         ("/etc/lwa-agent/lwa-agent.toml", "-rw-r-----", "lwa-agen"),
-        ("/usr/share/man/man8/lwa-agent.8.gz", "-rw-r--r--", "root"),
         (
             "/usr/share/bash-completion/completions/lwa-agent",
             "-rw-r--r--",
@@ -755,6 +780,9 @@ fn rpm_lists_the_expected_files_modes_and_scriptlets() {
             "root",
         ),
     ];
+    let pages = man_pages();
+    let mut expected: Vec<(&str, &str, &str)> = expected.to_vec();
+    expected.extend(pages.iter().map(|p| (p.as_str(), "-rw-r--r--", "root")));
     let want: BTreeSet<&str> = expected.iter().map(|(p, _, _)| *p).collect();
     let have: BTreeSet<&str> = files.keys().map(String::as_str).collect();
     assert_eq!(have, want, "rpm -qlvp:\n{listing}");
@@ -1155,11 +1183,7 @@ async fn installed_units_start_the_packaged_agent_by_socket_activation() {
     run(Command::new(&argv[0]).args(&argv[1..]).env_clear());
     let messages = notifications(&notify, |m| m.iter().any(|m| m.contains("RELOADING=1")));
     assert!(!messages.is_empty());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agent.logs().contains("SIGHUP") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(agent.logs().contains("SIGHUP"), "{}", agent.logs());
+    wait_for_log(&agent, "SIGHUP").await;
 
     // lwa-agent-check.service: its command, as the same user, with the same state dir.
     let check_unit = parse_unit(&units.join("lwa-agent-check.service"));
@@ -1177,6 +1201,19 @@ async fn installed_units_start_the_packaged_agent_by_socket_activation() {
     assert_eq!(agent.wait_exit(15).code(), Some(0), "{}", agent.logs());
     w.canaries
         .assert_absent("the packaged agent's log", &agent.logs());
+}
+
+/// Waits up to 20 s for `needle` in the agent's log.
+async fn wait_for_log(agent: &AgentProc, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agent.logs().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the agent's log:\n{}",
+            agent.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// sd_notify messages received until `done` holds (or the read times out).
@@ -1293,14 +1330,13 @@ async fn the_packaged_binary_runs_alone_in_a_chroot_without_nss() {
     let r = agent.wait_for("/v1/token", 60, |r| r.status == 200).await;
     assert_eq!(r.json()["credential"], "default");
     assert_eq!(agent.get("/v1/health").await.status, 200);
+    // A token can be served before the start-up finishes; systemd reloads only after
+    // READY=1, which comes with this log line.
+    wait_for_log(&agent, "lwa-agent ready").await;
     // Signals go to the agent itself (strace's child), not to strace.
     let agent_pid = nix::unistd::Pid::from_raw(child_of(agent.child.id()));
     nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agent.logs().contains("SIGHUP") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(agent.logs().contains("SIGHUP"), "{}", agent.logs());
+    wait_for_log(&agent, "SIGHUP").await;
     nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let status = agent.wait_exit(30);
     let logs = agent.logs();
