@@ -20,6 +20,8 @@ use crate::{rotation, socket, systemd};
 const FIRST_TOKENS_WAIT: Duration = Duration::from_secs(20);
 
 pub async fn run(config: Config) -> Result<(), String> {
+    // Handlers first: a SIGTERM at any point from here on is a clean stop (exit 0).
+    let mut signals = Signals::install()?;
     // The socket first: a second agent must fail before it touches AWS, and with socket
     // activation clients already queue on it.
     let bound = socket::listen(&config.socket)?;
@@ -71,15 +73,26 @@ pub async fn run(config: Config) -> Result<(), String> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(socket::server::serve(listener, agent.clone(), shutdown_rx));
 
-    wait_for_first_tokens(&agent).await;
-    systemd::ready(&agent.summary());
-    tracing::info!(status = %agent.summary(), "lwa-agent ready");
-    if let Some(interval) = systemd::watchdog_interval() {
-        tokio::spawn(systemd::watchdog(interval));
+    let stopped_early = tokio::select! {
+        _ = wait_for_first_tokens(&agent) => false,
+        _ = signals.stop() => true,
+    };
+    if !stopped_early {
+        systemd::ready(&agent.summary());
+        tracing::info!(status = %agent.summary(), "lwa-agent ready");
+        if let Some(interval) = systemd::watchdog_interval() {
+            tokio::spawn(systemd::watchdog(interval));
+        }
+        tokio::spawn(report_status(agent.clone()));
+        while let Signal::Reload = signals.next().await {
+            tracing::info!("SIGHUP: re-reading the parameters from SSM");
+            systemd::reloading();
+            if let Err(e) = agent.parameters.reload_now(Duration::from_secs(30)).await {
+                tracing::warn!(error = %e, "reload on SIGHUP failed; keeping what was read before");
+            }
+            systemd::ready(&agent.summary());
+        }
     }
-    tokio::spawn(report_status(agent.clone()));
-
-    signals(&agent).await?;
 
     tracing::info!("stopping: no new connections, finishing answers in flight");
     systemd::stopping();
@@ -129,26 +142,42 @@ async fn wait_for_first_tokens(agent: &Agent) {
     }
 }
 
-/// SIGHUP re-reads the parameters; SIGTERM and SIGINT return to shut down.
-async fn signals(agent: &Agent) -> Result<(), String> {
-    let install = |kind: SignalKind, name: &str| {
-        signal(kind).map_err(|e| format!("cannot handle {name}: {e}"))
-    };
-    let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
-    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
-    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
-    loop {
+enum Signal {
+    Reload,
+    Stop,
+}
+
+/// SIGHUP reloads; SIGTERM and SIGINT stop.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, String> {
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| format!("cannot handle {name}: {e}"))
+        };
+        Ok(Signals {
+            hup: install(SignalKind::hangup(), "SIGHUP")?,
+            term: install(SignalKind::terminate(), "SIGTERM")?,
+            int: install(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: re-reading the parameters from SSM");
-                systemd::reloading();
-                if let Err(e) = agent.parameters.reload_now(Duration::from_secs(30)).await {
-                    tracing::warn!(error = %e, "reload on SIGHUP failed; keeping what was read before");
-                }
-                systemd::ready(&agent.summary());
-            }
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = self.hup.recv() => Signal::Reload,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+        }
+    }
+
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }
