@@ -188,3 +188,44 @@ fn the_shipped_example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_identity_parameters_lwa_and_the_topic() {
+    let w = World::new().await;
+    let (topic, _) = w.topic_with_queue("doctor").await;
+    let config = w.write_config(&w.config("", &format!("[rotation]\ntopic_arn = \"{topic}\"\n")));
+    let cfg = config.to_str().expect("utf8");
+    let out = lwa_agent(&["--config", cfg, "doctor"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "ok    AWS identity",
+        &format!("ok    parameter {SECRET_PARAM}: version 1, SecureString"),
+        "ok    LWA exchange for `default`: token issued",
+        "ok    SNS topic",
+        "all checks passed",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from\n{stdout}");
+    }
+    w.canaries.assert_absent("doctor output", &stdout);
+
+    // A revoked secret and a missing topic are reported, and the exit code says so.
+    w.lwa.update(|s| s.client_secrets = vec!["other".into()]);
+    let bad = w.write_config(&w.config(
+        "",
+        "[rotation]\ntopic_arn = \"arn:aws:sns:us-east-2:123456789012:missing\"\n",
+    ));
+    let out = lwa_agent(&["--config", bad.to_str().expect("utf8"), "doctor"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  LWA exchange for `default`") && stdout.contains("invalid_client"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("FAIL  SNS topic"), "{stdout}");
+    w.canaries.assert_absent("doctor output", &stdout);
+}
