@@ -171,14 +171,35 @@ async fn answer_token(
         body.push('\n');
         return Ok(text(StatusCode::OK, "text/plain; charset=utf-8", body));
     }
-    let body = serde_json::json!({
-        "access_token": token.access_token.expose_secret(),
-        "token_type": token.token_type,
-        "expires_in": token.seconds_left(now),
-        "expires_at": humantime::format_rfc3339_seconds(token.expires_at_wall).to_string(),
-        "credential": slot.config.name,
-    });
-    Ok(json(StatusCode::OK, &body))
+    let body = TokenBody {
+        access_token: token.access_token.expose_secret(),
+        token_type: &token.token_type,
+        expires_in: token.seconds_left(now),
+        expires_at: humantime::format_rfc3339_seconds(token.expires_at_wall),
+        credential: &slot.config.name,
+    };
+    // A typed body on the hot path: no intermediate JSON map.
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    bytes.push(b'\n');
+    Ok(respond(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(bytes),
+    ))
+}
+
+#[derive(serde::Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_in: u64,
+    #[serde(serialize_with = "rfc3339")]
+    expires_at: humantime::Rfc3339Timestamp,
+    credential: &'a str,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &humantime::Rfc3339Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(t)
 }
 
 /// JSON unless the client asks for text/plain and not for JSON.
