@@ -10,6 +10,8 @@ pub mod pki;
 pub mod provider;
 pub mod session;
 pub mod signer;
+#[cfg(test)]
+mod tests;
 
 use std::time::SystemTime;
 

@@ -415,6 +415,13 @@ pub fn load(cfg: &RolesAnywhereConfig, now: SystemTime) -> Result<Identity, Vec<
         Ok(_) => Err(problems),
         Err(more) => {
             problems.extend(more);
+            if problems.is_empty() {
+                problems.push(FileProblem {
+                    file: cfg.certificate.clone(),
+                    key: KEY_CERT,
+                    reason: "could not be loaded".into(),
+                });
+            }
             Err(problems)
         }
     }
@@ -437,7 +444,8 @@ pub struct Pems<'a> {
 }
 
 /// Builds the identity from PEM contents and checks it at `now`. Separate from [`load`] so
-/// that tests and fixed vectors need no files.
+/// that tests and fixed vectors need no files. A missing input gives an error without a
+/// problem of its own: whoever could not read it says why.
 pub fn from_pem(pems: &Pems, files: &Files, now: SystemTime) -> Result<Identity, Vec<FileProblem>> {
     let mut problems = Vec::new();
     let cert_file = files.certificate.display().to_string();
@@ -575,17 +583,8 @@ pub fn from_pem(pems: &Pems, files: &Files, now: SystemTime) -> Result<Identity,
             key: parsed.key,
             certificate_file: files.certificate.clone(),
         }),
-        _ => {
-            if problems.is_empty() {
-                // Unreachable in practice: a missing input was reported by the caller.
-                problems.push(FileProblem {
-                    file: cert_file,
-                    key: KEY_CERT,
-                    reason: "could not be loaded".into(),
-                });
-            }
-            Err(problems)
-        }
+        // Empty when an input is missing: the caller already reported why.
+        _ => Err(problems),
     }
 }
 

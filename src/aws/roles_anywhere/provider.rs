@@ -184,6 +184,12 @@ impl RolesAnywhereProvider {
         });
     }
 
+    /// Shorter retry delays, so that tests of the failure paths finish quickly.
+    #[cfg(test)]
+    pub(crate) fn set_backoff(&self, backoff: Backoff) {
+        self.state().backoff = backoff;
+    }
+
     pub fn certificate(&self) -> &CertificateInfo {
         &self.inner.identity.certificate
     }
