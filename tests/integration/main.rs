@@ -9,4 +9,5 @@ mod failures;
 mod lifecycle;
 mod peers;
 mod requests;
+mod roles_anywhere;
 mod tokens;
