@@ -49,7 +49,7 @@ pub async fn run(cfg: Config) -> Outcome {
         Ok(id) => r.ok(
             "AWS identity",
             &format!(
-                "{} (account {}, credentials from the {})",
+                "{} (account {}, credentials: {})",
                 id.arn().unwrap_or("?"),
                 id.account().unwrap_or("?"),
                 source.label()

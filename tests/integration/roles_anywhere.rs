@@ -389,6 +389,10 @@ async fn doctor_shows_the_certificate_and_whether_create_session_works() {
     ] {
         assert!(out.contains(line), "missing `{line}` in:\n{out}");
     }
+    assert!(
+        err.contains("expires in 12 days"),
+        "the start-up warning is logged: {err}"
+    );
     assert_eq!(
         ra.calls(),
         1,

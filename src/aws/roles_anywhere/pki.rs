@@ -540,7 +540,12 @@ pub fn from_pem(pems: &Pems, files: &Files, now: SystemTime) -> Result<Identity,
 
     let mut key = None;
     if let Some(pem) = pems.private_key {
-        match private_key(pem).and_then(|der| parse_key(&der)) {
+        let parsed = private_key(pem).and_then(|mut der| {
+            let parsed = parse_key(&der);
+            zeroize::Zeroize::zeroize(&mut der);
+            parsed
+        });
+        match parsed {
             Ok(parsed) => key = Some(parsed),
             Err(reason) => problems.push(FileProblem {
                 file: key_file.clone(),

@@ -468,20 +468,38 @@ fn key_files_are_read_with_their_permissions_checked() {
     assert!(p[0].reason.contains("CREDENTIALS_DIRECTORY"), "{p:?}");
 }
 
-#[test]
-fn a_certificate_close_to_expiry_warns() {
+#[tokio::test]
+async fn a_certificate_close_to_expiry_warns_in_status_and_feeds_the_rotation_reminder() {
     let root = Ca::root("root");
     let soon = root.issue_with(KeyKind::P256, &LeafOptions::expiring_in(10));
-    let id = identity_from(
-        &soon.cert_pem,
-        &soon.key_pem(KeyFormat::Pkcs8),
-        None,
-        SystemTime::now(),
-    );
     let now = SystemTime::now();
+    let id = identity_from(&soon.cert_pem, &soon.key_pem(KeyFormat::Pkcs8), None, now);
     assert_eq!(id.certificate.expires_in_days(now), 10);
     let w = id.certificate.expiry_warning(now).expect("warns");
     assert!(w.contains("expires in 10 days"), "{w}");
+    let not_after = id.certificate.not_after;
+
+    let files = testpki::Files {
+        cert: "c".into(),
+        key: "k".into(),
+        chain: None,
+    };
+    let provider =
+        RolesAnywhereProvider::with_identity(&config(&files), "us-east-2", id).expect("provider");
+    let source = crate::aws::CredentialSource::RolesAnywhere(provider);
+    assert_eq!(source.label(), "IAM Roles Anywhere");
+    assert_eq!(source.certificate_expiry(), Some(not_after));
+    let status = source.status();
+    assert_eq!(status["certificate_expires_in_days"], 10);
+    assert!(
+        status["warning"]
+            .as_str()
+            .expect("warning")
+            .contains("expires in 10 days"),
+        "{status}"
+    );
+    assert!(status["session_expires_at"].is_null(), "{status}");
+
     let later = root.issue(KeyKind::P256);
     let id = identity_from(&later.cert_pem, &later.key_pem(KeyFormat::Pkcs8), None, now);
     assert!(id.certificate.expiry_warning(now).is_none());
