@@ -158,6 +158,18 @@ async fn roles_anywhere_credentials_read_ssm_and_are_refreshed_before_expiry() {
     assert_eq!(v.body["roleSessionName"], "erp-host-1");
     assert_eq!(v.body["trustAnchorArn"], TRUST_ANCHOR);
 
+    // `lwa-agent status` shows where the credentials come from and when the session ends.
+    let config_path = w.dir.path().join("lwa-agent.toml");
+    let table = without_aws_keys()
+        .args(["--config", config_path.to_str().expect("utf8"), "status"])
+        .output()
+        .expect("status runs");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("credentials from IAM Roles Anywhere, session expires 20"),
+        "{table}"
+    );
+
     let logs = agent.logs();
     assert!(
         logs.contains("IAM Roles Anywhere session created"),
