@@ -9,5 +9,6 @@ mod failures;
 mod lifecycle;
 mod peers;
 mod requests;
+mod roles_anywhere;
 mod rotation;
 mod tokens;
