@@ -421,3 +421,63 @@ async fn doctor_shows_the_certificate_and_whether_create_session_works() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rotation_check_reminds_about_a_certificate_close_to_expiry() {
+    let w = World::new().await;
+    let root = Ca::root("root");
+    let leaf = root.issue_with(KeyKind::Rsa2048, &LeafOptions::expiring_in(12));
+    let files = pki::write(w.dir.path(), "host", &leaf, &[], KeyFormat::Pkcs8);
+    let ra = FakeRolesAnywhere::start(Settings::trusting(root.der()))
+        .await
+        .expect("Roles Anywhere endpoint");
+    let (topic, queue) = w.topic_with_queue("cert").await;
+    let config = w.write_config(&w.config(
+        "",
+        &format!(
+            "{}\n[rotation]\ntopic_arn = \"{topic}\"\n",
+            section(&files, &ra.url())
+        ),
+    ));
+    let state = w.dir.path().join("state");
+    let check = || {
+        let out = without_aws_keys()
+            .env("STATE_DIRECTORY", &state)
+            .args([
+                "--config",
+                config.to_str().expect("utf8"),
+                "check",
+                "--json",
+            ])
+            .output()
+            .expect("check runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("report")
+    };
+    let report = check();
+    let cert = report["parameters"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|p| p["name"] == "roles-anywhere-certificate")
+        .unwrap_or_else(|| panic!("no certificate entry: {report}"))
+        .clone();
+    assert_eq!(cert["action"], "sent", "{report}");
+    assert_eq!(report["sent"], 1, "fresh parameters are not due: {report}");
+    let messages = w.messages(&queue, 1, 10).await;
+    assert_eq!(messages.len(), 1);
+    let subject = messages[0]["Subject"].as_str().expect("subject");
+    assert!(
+        subject.contains("Roles Anywhere certificate")
+            && (subject.contains("expires in 11 days") || subject.contains("expires in 12 days")),
+        "{subject}"
+    );
+    assert_no_session_secrets(&w, &ra, "SNS message", &messages[0].to_string());
+    // Not again within repeat_every.
+    let again = check();
+    assert_eq!(again["sent"], 0, "{again}");
+}
