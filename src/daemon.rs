@@ -57,13 +57,20 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map(|c| CredentialSlot::new(c.clone()))
         .collect();
     for slot in &slots {
-        tokio::spawn(slot.clone().run(
-            lwa.clone(),
-            params.clone(),
-            config.lwa.refresh_before_expiry,
-            config.lwa.timeout + Duration::from_secs(10),
-            metrics.clone(),
-        ));
+        tokio::spawn(
+            slot.clone().run(
+                lwa.clone(),
+                params.clone(),
+                // Refresh early enough that the exchange (up to lwa.timeout) ends before the
+                // token drops below the least lifetime the agent hands out.
+                config
+                    .lwa
+                    .refresh_before_expiry
+                    .max(crate::lwa::MIN_LIFETIME + config.lwa.timeout),
+                config.lwa.timeout + Duration::from_secs(10),
+                metrics.clone(),
+            ),
+        );
     }
     let agent = Arc::new(Agent::new(config, params, slots, metrics, aws_source));
 
@@ -87,10 +94,14 @@ pub async fn run(config: Config) -> Result<(), String> {
         while let Signal::Reload = signals.next().await {
             tracing::info!("SIGHUP: re-reading the parameters from SSM");
             systemd::reloading();
-            if let Err(e) = agent.parameters.reload_now(Duration::from_secs(30)).await {
-                tracing::warn!(error = %e, "reload on SIGHUP failed; keeping what was read before");
-            }
-            systemd::ready(&agent.summary());
+            // In a task, so that a SIGTERM during a slow reload still stops at once.
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                if let Err(e) = agent.parameters.reload_now(Duration::from_secs(30)).await {
+                    tracing::warn!(error = %e, "reload on SIGHUP failed; keeping what was read before");
+                }
+                systemd::ready(&agent.summary());
+            });
         }
     }
 

@@ -91,7 +91,7 @@ pub async fn run(cfg: Config) -> Outcome {
             for (name, problem) in &fetched.problems {
                 r.fail(&format!("parameter {name}"), problem);
             }
-            store.apply_for_doctor(fetched);
+            store.load_fetched(fetched);
         }
     }
 

@@ -112,7 +112,7 @@ async fn rotate(
         return Err(format!("cannot read {name}: {problem}"));
     }
     let store = ParameterStore::new(names);
-    store.apply_for_doctor(fetched);
+    store.load_fetched(fetched);
     let (mut grant, _) = store.grant(cred)?;
     let new = || SecretString::from(value.expose_secret().to_string());
     match field {

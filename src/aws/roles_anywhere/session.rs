@@ -119,25 +119,19 @@ pub async fn create(
         retry_after: None,
     })?;
     let status = response.status();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = crate::net::retry_after(response.headers());
     let error_type = response
         .headers()
         .get("x-amzn-errortype")
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(':').next().unwrap_or(v).to_string());
-    let bytes = response.bytes().await.map_err(|e| SessionError {
-        kind: ErrorKind::Unavailable,
-        message: format!(
-            "IAM Roles Anywhere at {url} did not finish its answer ({})",
-            error_chain(&e)
-        ),
-        retry_after: None,
-    })?;
+    let bytes = crate::net::read_capped(response)
+        .await
+        .map_err(|reason| SessionError {
+            kind: ErrorKind::Unavailable,
+            message: format!("IAM Roles Anywhere at {url} did not finish its answer ({reason})"),
+            retry_after: None,
+        })?;
     if status.is_success() {
         return parse_session(&bytes).map_err(|reason| SessionError {
             kind: ErrorKind::Unavailable,
