@@ -139,6 +139,16 @@ async fn start_rotation(
         Some(agent.metrics.clone()),
         agent.aws_source.certificate_expiry(),
     ));
+    // A first look (a dry run: nothing sent) so that status and metrics show every watched
+    // parameter's state before the first scheduled check, which may be a day away.
+    let (first, status) = (checker.clone(), agent.rotation.clone());
+    tokio::spawn(async move {
+        if let Ok(report) = first.run(true).await {
+            if let Ok(mut s) = status.lock() {
+                s.last_report.get_or_insert(report);
+            }
+        }
+    });
     let scheduler =
         rotation::schedule::start(checker, &cfg.rotation.schedule, agent.rotation.clone()).await?;
     tracing::info!(schedule = %cfg.rotation.schedule, "rotation check scheduled (host local time)");

@@ -55,7 +55,6 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, mut shutdown: watc
             Ok(c) => Peer {
                 uid: c.uid(),
                 gid: c.gid(),
-                pid: c.pid(),
             },
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the peer's credentials; closing");

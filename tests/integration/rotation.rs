@@ -325,10 +325,14 @@ async fn the_daemon_runs_the_check_on_its_cron_schedule() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(w.messages(&queue, 1, 1).await.is_empty());
     let metrics = agent.get("/metrics").await.body;
-    assert!(
-        metrics.contains("lwa_agent_reminders_total{result=\"sent\"} 4"),
-        "{metrics}"
-    );
+    for line in [
+        "lwa_agent_reminders_total{result=\"sent\"} 4",
+        "lwa_agent_parameter_state{parameter=\"/erp/other\",state=\"warn\"} 1",
+        "lwa_agent_rotation_next_check_timestamp_seconds ",
+        "lwa_agent_parameter_age_seconds{parameter=\"/erp/other\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
     w.canaries.assert_absent("logs", &agent.logs());
 }
 

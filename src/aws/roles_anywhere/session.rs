@@ -12,7 +12,7 @@ use super::signer::{self, Request};
 use crate::config::RolesAnywhereConfig;
 
 /// The name the SDK shows for credentials from this provider.
-pub const PROVIDER_NAME: &str = "IAM Roles Anywhere";
+pub const PROVIDER_NAME: &str = super::provider::LABEL;
 
 /// A session: credentials and when they expire.
 #[derive(Clone)]
