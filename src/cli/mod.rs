@@ -24,8 +24,8 @@ use crate::config::{self, Config};
                   tokens, and serves them on a root-only Unix socket."
 )]
 pub struct Cli {
-    /// The config file [default: /etc/lwa-agent/lwa-agent.toml]
-    #[arg(long, global = true, env = "LWA_AGENT_CONFIG", value_name = "PATH")]
+    /// The config file [default: $LWA_AGENT_CONFIG, else /etc/lwa-agent/lwa-agent.toml]
+    #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,

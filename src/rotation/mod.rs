@@ -68,19 +68,14 @@ pub struct ParameterReport {
 
 /// The fields of a credential, as `put-secret --field` names them.
 fn uses_of(config: &Config) -> Vec<(String, String, &'static str)> {
-    let mut uses = Vec::new();
-    for c in &config.credentials {
-        uses.push((c.client_id_parameter.clone(), c.name.clone(), "client_id"));
-        uses.push((
-            c.client_secret_parameter.clone(),
-            c.name.clone(),
-            "client_secret",
-        ));
-        if let Some(r) = &c.refresh_token_parameter {
-            uses.push((r.clone(), c.name.clone(), "refresh_token"));
-        }
-    }
-    uses
+    config
+        .credentials
+        .iter()
+        .flat_map(|c| {
+            c.fields()
+                .map(|(field, p)| (p.to_string(), c.name.clone(), field))
+        })
+        .collect()
 }
 
 /// Every credential's parameters plus `rotation.parameters`, deduplicated.
