@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::agent::Agent;
@@ -20,6 +20,8 @@ use crate::{rotation, socket, systemd};
 const FIRST_TOKENS_WAIT: Duration = Duration::from_secs(20);
 
 pub async fn run(config: Config) -> Result<(), String> {
+    // Handlers first: a SIGTERM at any point from here on is a clean stop (exit 0).
+    let mut signals = Signals::install()?;
     // The socket first: a second agent must fail before it touches AWS, and with socket
     // activation clients already queue on it.
     let bound = socket::listen(&config.socket)?;
@@ -55,13 +57,20 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map(|c| CredentialSlot::new(c.clone()))
         .collect();
     for slot in &slots {
-        tokio::spawn(slot.clone().run(
-            lwa.clone(),
-            params.clone(),
-            config.lwa.refresh_before_expiry,
-            config.lwa.timeout + Duration::from_secs(10),
-            metrics.clone(),
-        ));
+        tokio::spawn(
+            slot.clone().run(
+                lwa.clone(),
+                params.clone(),
+                // Refresh early enough that the exchange (up to lwa.timeout) ends before the
+                // token drops below the least lifetime the agent hands out.
+                config
+                    .lwa
+                    .refresh_before_expiry
+                    .max(crate::lwa::MIN_LIFETIME + config.lwa.timeout),
+                config.lwa.timeout + Duration::from_secs(10),
+                metrics.clone(),
+            ),
+        );
     }
     let agent = Arc::new(Agent::new(config, params, slots, metrics, aws_source));
 
@@ -71,18 +80,30 @@ pub async fn run(config: Config) -> Result<(), String> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(socket::server::serve(listener, agent.clone(), shutdown_rx));
 
-    wait_for_first_tokens(&agent).await;
-    // Before READY=1: systemd allows `systemctl reload` from then on, and a SIGHUP that
-    // arrived before its handler would kill the agent.
-    let signals = Signals::install()?;
-    systemd::ready(&agent.summary());
-    tracing::info!(status = %agent.summary(), "lwa-agent ready");
-    if let Some(interval) = systemd::watchdog_interval() {
-        tokio::spawn(systemd::watchdog(interval));
+    let stopped_early = tokio::select! {
+        _ = wait_for_first_tokens(&agent) => false,
+        _ = signals.stop() => true,
+    };
+    if !stopped_early {
+        systemd::ready(&agent.summary());
+        tracing::info!(status = %agent.summary(), "lwa-agent ready");
+        if let Some(interval) = systemd::watchdog_interval() {
+            tokio::spawn(systemd::watchdog(interval));
+        }
+        tokio::spawn(report_status(agent.clone()));
+        while let Signal::Reload = signals.next().await {
+            tracing::info!("SIGHUP: re-reading the parameters from SSM");
+            systemd::reloading();
+            // In a task, so that a SIGTERM during a slow reload still stops at once.
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                if let Err(e) = agent.parameters.reload_now(Duration::from_secs(30)).await {
+                    tracing::warn!(error = %e, "reload on SIGHUP failed; keeping what was read before");
+                }
+                systemd::ready(&agent.summary());
+            });
+        }
     }
-    tokio::spawn(report_status(agent.clone()));
-
-    signals.run(&agent).await;
 
     tracing::info!("stopping: no new connections, finishing answers in flight");
     systemd::stopping();
@@ -118,6 +139,16 @@ async fn start_rotation(
         Some(agent.metrics.clone()),
         agent.aws_source.certificate_expiry(),
     ));
+    // A first look (a dry run: nothing sent) so that status and metrics show every watched
+    // parameter's state before the first scheduled check, which may be a day away.
+    let (first, status) = (checker.clone(), agent.rotation.clone());
+    tokio::spawn(async move {
+        if let Ok(report) = first.run(true).await {
+            if let Ok(mut s) = status.lock() {
+                s.last_report.get_or_insert(report);
+            }
+        }
+    });
     let scheduler =
         rotation::schedule::start(checker, &cfg.rotation.schedule, agent.rotation.clone()).await?;
     tracing::info!(schedule = %cfg.rotation.schedule, "rotation check scheduled (host local time)");
@@ -132,16 +163,20 @@ async fn wait_for_first_tokens(agent: &Agent) {
     }
 }
 
-/// The daemon's signal handlers: SIGHUP re-reads the parameters; SIGTERM and SIGINT shut
-/// it down.
+enum Signal {
+    Reload,
+    Stop,
+}
+
+/// SIGHUP reloads; SIGTERM and SIGINT stop.
 struct Signals {
-    hup: Signal,
-    term: Signal,
-    int: Signal,
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn install() -> Result<Signals, String> {
+    fn install() -> Result<Self, String> {
         let install = |kind: SignalKind, name: &str| {
             signal(kind).map_err(|e| format!("cannot handle {name}: {e}"))
         };
@@ -152,21 +187,18 @@ impl Signals {
         })
     }
 
-    /// Handles SIGHUP until SIGTERM or SIGINT arrives.
-    async fn run(mut self, agent: &Agent) {
-        loop {
-            tokio::select! {
-                _ = self.hup.recv() => {
-                    tracing::info!("SIGHUP: re-reading the parameters from SSM");
-                    systemd::reloading();
-                    if let Err(e) = agent.parameters.reload_now(Duration::from_secs(30)).await {
-                        tracing::warn!(error = %e, "reload on SIGHUP failed; keeping what was read before");
-                    }
-                    systemd::ready(&agent.summary());
-                }
-                _ = self.term.recv() => return,
-                _ = self.int.recv() => return,
-            }
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.hup.recv() => Signal::Reload,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+        }
+    }
+
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }

@@ -8,11 +8,33 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
+const QUIET: [&str; 12] = [
+    "aws_sigv4=info",
+    "aws_smithy_runtime=info",
+    "aws_smithy_runtime_api=info",
+    "aws_smithy_http_client=info",
+    "aws_config=info",
+    "hyper=info",
+    "hyper_util=info",
+    "reqwest=info",
+    "h2=info",
+    "rustls=info",
+    "hickory_resolver=info",
+    "hickory_proto=info",
+];
+
 /// Installs the global subscriber. `RUST_LOG` overrides `level` for debugging.
 pub fn init(level: &str, format: Option<LogFormat>) {
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Whatever level is asked for, the HTTP and AWS crates stay at info: at debug and trace
+    // they print whole requests, and requests carry the secrets (the LWA form, PutParameter).
+    for quiet in QUIET {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let format = format.unwrap_or(if std::env::var_os("JOURNAL_STREAM").is_some() {
         LogFormat::Journald
     } else {

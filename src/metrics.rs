@@ -172,6 +172,37 @@ impl Metrics {
         }
         header(
             &mut out,
+            "lwa_agent_parameter_state",
+            "gauge",
+            "1 for each watched parameter's rotation state (ok, warn, expired, missing) as of the last check.",
+        );
+        for (param, state) in &gauges.parameter_state {
+            let _ = writeln!(
+                out,
+                "lwa_agent_parameter_state{{parameter=\"{}\",state=\"{}\"}} 1",
+                escape(param),
+                escape(state)
+            );
+        }
+        for (name, help, value) in [
+            (
+                "lwa_agent_rotation_last_check_timestamp_seconds",
+                "When the rotation check last ran (Unix time).",
+                gauges.last_check,
+            ),
+            (
+                "lwa_agent_rotation_next_check_timestamp_seconds",
+                "When the rotation check runs next (Unix time).",
+                gauges.next_check,
+            ),
+        ] {
+            if let Some(v) = value {
+                header(&mut out, name, "gauge", help);
+                let _ = writeln!(out, "{name} {v}");
+            }
+        }
+        header(
+            &mut out,
             "lwa_agent_uptime_seconds",
             "gauge",
             "Seconds since the agent started.",
@@ -186,6 +217,9 @@ impl Metrics {
 pub struct Gauges {
     pub token_seconds_left: Vec<(String, u64)>,
     pub parameter_age_seconds: Vec<(String, u64)>,
+    pub parameter_state: Vec<(String, String)>,
+    pub last_check: Option<u64>,
+    pub next_check: Option<u64>,
     pub uptime_seconds: u64,
 }
 
@@ -217,6 +251,9 @@ mod tests {
         let text = m.render(&Gauges {
             token_seconds_left: vec![("default".into(), 3300)],
             parameter_age_seconds: vec![("/erp/secret".into(), 86400)],
+            parameter_state: vec![("/erp/secret".into(), "warn".into())],
+            last_check: Some(1_700_000_000),
+            next_check: None,
             uptime_seconds: 5,
         });
         for line in [
@@ -228,6 +265,8 @@ mod tests {
             "lwa_agent_parameter_age_seconds{parameter=\"/erp/secret\"} 86400",
             "lwa_agent_ssm_calls_total{result=\"ok\"} 3",
             "# TYPE lwa_agent_reminders_total counter",
+            "lwa_agent_parameter_state{parameter=\"/erp/secret\",state=\"warn\"} 1",
+            "lwa_agent_rotation_last_check_timestamp_seconds 1700000000",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

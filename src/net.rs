@@ -22,6 +22,31 @@ pub fn client_builder() -> reqwest::ClientBuilder {
         .pool_idle_timeout(std::time::Duration::from_secs(60))
 }
 
+/// The `Retry-After` header in seconds (the form AWS and LWA send), if any.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs)
+}
+
+/// LWA and Roles Anywhere answer a few hundred bytes; anything much bigger is not them.
+pub const MAX_ANSWER: usize = 64 * 1024;
+
+/// Reads a response body of at most [`MAX_ANSWER`] bytes; a longer one is an error, not a
+/// truncated body that would fail later as "invalid JSON".
+pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(format!("the answer is larger than {MAX_ANSWER} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// The AWS SDK's HTTP client: the SDK's own default (hyper with rustls on aws-lc, proxies
 /// from `HTTPS_PROXY`/`NO_PROXY`) with one change, DNS through [`HickoryResolver`] instead
 /// of `getaddrinfo`.

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
 use tokio::sync::{watch, Notify};
@@ -25,10 +25,10 @@ pub struct Snapshot {
     /// Why the last read failed as a whole (SSM unreachable, no AWS credentials).
     pub last_error: Option<String>,
     pub last_success: Option<SystemTime>,
-    /// When the loader will try again after a failed read.
-    pub retry_at: Option<Instant>,
-    /// Counts finished read attempts, so a caller can wait for the next one.
-    pub attempts: u64,
+    /// Reads begun, numbered from 1.
+    pub reads_started: u64,
+    /// The number of the last read that finished (successfully or not).
+    pub reads_finished: u64,
 }
 
 pub struct ParameterStore {
@@ -54,12 +54,14 @@ impl ParameterStore {
         self.state.subscribe()
     }
 
-    /// Asks the loader to read now and waits (bounded) until that read has finished.
+    /// Asks the loader to read now and waits (bounded) until a read that began after this
+    /// call has finished: a read already in flight may predate a rotated secret.
     pub async fn reload_now(&self, wait: Duration) -> Result<(), String> {
         let mut rx = self.state.subscribe();
-        let before = rx.borrow().attempts;
+        let target = rx.borrow().reads_started + 1;
         self.reload.notify_one();
-        let finished = tokio::time::timeout(wait, rx.wait_for(|s| s.attempts > before)).await;
+        let finished =
+            tokio::time::timeout(wait, rx.wait_for(|s| s.reads_finished >= target)).await;
         match finished {
             Ok(Ok(s)) => match &s.last_error {
                 Some(e) => Err(e.clone()),
@@ -116,13 +118,25 @@ impl ParameterStore {
     ) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         loop {
+            let mut read = 0;
+            self.state.send_modify(|s| {
+                s.reads_started += 1;
+                read = s.reads_started;
+            });
             let result = ssm::fetch(&client, &self.names).await;
             let wait = match result {
                 Ok(fetched) => {
                     metrics.ssm_calls(fetched.calls, "ok");
                     backoff.reset();
-                    self.apply(fetched);
-                    interval
+                    // A missing or undecryptable parameter is looked at again within a
+                    // minute, so creating it or fixing its key needs no reload.
+                    let wait = if fetched.problems.is_empty() {
+                        interval
+                    } else {
+                        interval.min(Duration::from_secs(60))
+                    };
+                    self.apply(fetched, read);
+                    wait
                 }
                 Err(e) => {
                     metrics.ssm_calls(1, "error");
@@ -134,8 +148,7 @@ impl ParameterStore {
                     );
                     self.state.send_modify(|s| {
                         s.last_error = Some(e);
-                        s.retry_at = Some(Instant::now() + delay);
-                        s.attempts += 1;
+                        s.reads_finished = read;
                     });
                     delay
                 }
@@ -149,12 +162,13 @@ impl ParameterStore {
         }
     }
 
-    /// Loads one read's result without the background loop, for `doctor`.
-    pub fn apply_for_doctor(&self, fetched: ssm::Fetched) {
-        self.apply(fetched);
+    /// Loads one read's result without the background loop (for `doctor` and
+    /// `put-secret`, which read once).
+    pub fn load_fetched(&self, fetched: ssm::Fetched) {
+        self.apply(fetched, 1);
     }
 
-    fn apply(&self, fetched: ssm::Fetched) {
+    fn apply(&self, fetched: ssm::Fetched, read: u64) {
         self.state.send_modify(|s| {
             for p in fetched.parameters {
                 match s.values.get(&p.name) {
@@ -179,9 +193,8 @@ impl ParameterStore {
                 s.problems.insert(name, problem);
             }
             s.last_error = None;
-            s.retry_at = None;
             s.last_success = Some(SystemTime::now());
-            s.attempts += 1;
+            s.reads_finished = read;
         });
     }
 }

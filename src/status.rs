@@ -1,12 +1,13 @@
 //! `GET /v1/status` and `GET /metrics`: views of the agent's state with no secret in them.
 //! Only names, versions, times, counts and error texts (which never carry secrets) appear.
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
 
 use crate::agent::Agent;
 use crate::metrics::Gauges;
+use crate::rotation::decide::{age_of, Age};
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
@@ -50,10 +51,10 @@ pub fn build(agent: &Agent) -> Value {
         let entry = match snap.values.get(&name) {
             Some(p) => {
                 let age = p.last_modified.map(|t| age_secs(t, wall));
-                let state = match age {
-                    Some(a) if a >= rot.expire_after.as_secs() => "expired",
-                    Some(a) if a >= rot.warn_after.as_secs() => "warn",
-                    Some(_) => "ok",
+                let state = match age.map(|a| age_of(rot, Duration::from_secs(a))) {
+                    Some(Age::Expired) => "expired",
+                    Some(Age::Warn) => "warn",
+                    Some(Age::Ok) => "ok",
                     None => "unknown",
                 };
                 json!({
@@ -137,11 +138,39 @@ pub fn metrics_text(agent: &Agent) -> String {
         .values()
         .filter_map(|p| Some((p.name.clone(), age_secs(p.last_modified?, wall))))
         .collect();
-    parameter_age_seconds.sort();
     drop(snap);
+    let unix = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs())
+    };
+    let (mut parameter_state, mut last_check) = (Vec::new(), None);
+    if let Ok(r) = agent.rotation.lock() {
+        last_check = r.last_check.and_then(unix);
+        for p in r.last_report.iter().flat_map(|r| &r.parameters) {
+            parameter_state.push((p.name.clone(), p.state.clone()));
+            // Watched parameters that are not a credential's are aged from the report.
+            if let (Some(days), false) = (
+                p.age_days,
+                parameter_age_seconds.iter().any(|(n, _)| n == &p.name),
+            ) {
+                parameter_age_seconds.push((p.name.clone(), days * 86400));
+            }
+        }
+    }
+    parameter_age_seconds.sort();
+    let rot = &agent.config.rotation;
+    let next_check = rot
+        .enabled
+        .then(|| crate::rotation::schedule::next_after_now(&rot.schedule))
+        .flatten()
+        .and_then(unix);
     agent.metrics.render(&Gauges {
         token_seconds_left,
         parameter_age_seconds,
+        parameter_state,
+        last_check,
+        next_check,
         uptime_seconds: agent.started.elapsed().as_secs(),
     })
 }

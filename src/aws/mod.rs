@@ -1,6 +1,7 @@
 //! AWS clients. Every client the agent builds comes from [`sdk_config`], the one place where
 //! region, endpoint, timeouts and the credentials provider are chosen.
 
+pub mod roles_anywhere;
 pub mod sns;
 pub mod ssm;
 
@@ -11,39 +12,65 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 
 use crate::config::AwsConfig;
+use roles_anywhere::RolesAnywhereProvider;
 
 /// Where the agent's AWS credentials come from, for status and doctor.
 #[derive(Debug, Clone)]
 pub enum CredentialSource {
     /// The SDK's standard chain (environment, profile, container, instance metadata).
     DefaultChain,
+    /// The host's X.509 certificate through IAM Roles Anywhere (`[aws.roles_anywhere]`).
+    RolesAnywhere(RolesAnywhereProvider),
 }
 
 impl CredentialSource {
     pub fn label(&self) -> &'static str {
         match self {
             CredentialSource::DefaultChain => "default credential chain",
+            CredentialSource::RolesAnywhere(_) => roles_anywhere::provider::LABEL,
         }
     }
 
     /// The `aws` object of `/v1/status` beyond the region: where credentials come from
     /// and, for sources that have one, the session's expiry and last error.
     pub fn status(&self) -> serde_json::Value {
-        serde_json::json!({ "credential_source": self.label() })
+        match self {
+            CredentialSource::DefaultChain => {
+                serde_json::json!({ "credential_source": self.label() })
+            }
+            CredentialSource::RolesAnywhere(p) => p.status(),
+        }
     }
 
     /// When the host's identity itself expires (a Roles Anywhere certificate), for the
     /// rotation check's reminders. `None` for sources without such a date.
     pub fn certificate_expiry(&self) -> Option<std::time::SystemTime> {
-        None
+        match self {
+            CredentialSource::DefaultChain => None,
+            CredentialSource::RolesAnywhere(p) => Some(p.certificate().not_after),
+        }
     }
 }
 
 /// The one entry point for AWS access: the shared SDK config with the configured
 /// credentials provider (Roles Anywhere when `[aws.roles_anywhere]` is present, else the
 /// standard chain), and a description of that source for status and doctor.
+///
+/// With Roles Anywhere this starts the background session refresher, so it must run inside
+/// the tokio runtime that serves the clients.
 pub async fn connect(cfg: &AwsConfig) -> Result<(SdkConfig, CredentialSource), String> {
-    Ok((sdk_config(cfg, None).await, CredentialSource::DefaultChain))
+    match &cfg.roles_anywhere {
+        None => Ok((sdk_config(cfg, None).await, CredentialSource::DefaultChain)),
+        Some(ra) => {
+            let provider = RolesAnywhereProvider::new(ra, &cfg.region)?;
+            provider.start();
+            let shared = SharedCredentialsProvider::new(provider.clone());
+            Ok((
+                sdk_config(cfg, Some(shared)).await,
+                CredentialSource::RolesAnywhere(provider),
+            ))
+        }
+    }
 }
 
 /// Builds the shared SDK config. `credentials` replaces the standard chain when given.

@@ -100,8 +100,16 @@ async fn get_parameters(
         .send()
         .await
         .map_err(|e| {
-            let reachable = e.as_service_error().is_some();
             let code = e.code().unwrap_or("").to_string();
+            // Throttling and server faults say nothing about this parameter: they fail the
+            // whole read, which then backs off and retries, instead of being pinned on a
+            // parameter and left until the next refresh_interval.
+            let transient = code.contains("Throttl")
+                || code.contains("InternalServerError")
+                || code.contains("ServiceUnavailable")
+                || e.raw_response()
+                    .is_some_and(|r| r.status().is_server_error());
+            let reachable = e.as_service_error().is_some() && !transient;
             let hint = match code.as_str() {
                 "AccessDeniedException" => {
                     ": allow ssm:GetParameters on the parameters and kms:Decrypt on their key"

@@ -75,22 +75,28 @@ pub fn error_message(answer: &Answer) -> String {
         .unwrap_or_else(|| answer.body.trim().to_string())
 }
 
-pub async fn token(socket: PathBuf, name: Option<String>, json: bool) -> Outcome {
-    let path = match &name {
-        Some(n) => format!("/v1/token/{n}"),
-        None => "/v1/token".to_string(),
-    };
-    let answer = match request(&socket, Method::GET, &path).await {
-        Ok(a) => a,
-        Err(e) => return Outcome::Failed(e),
-    };
+/// GET `path`, turning anything but a 200 into the agent's own error message.
+pub async fn get_ok(socket: &Path, path: &str) -> Result<Answer, String> {
+    let answer = request(socket, Method::GET, path).await?;
     if answer.status != 200 {
-        return Outcome::Failed(format!(
+        return Err(format!(
             "the agent answered {}: {}",
             answer.status,
             error_message(&answer)
         ));
     }
+    Ok(answer)
+}
+
+pub async fn token(socket: PathBuf, name: Option<String>, json: bool) -> Outcome {
+    let path = match &name {
+        Some(n) => format!("/v1/token/{n}"),
+        None => "/v1/token".to_string(),
+    };
+    let answer = match get_ok(&socket, &path).await {
+        Ok(a) => a,
+        Err(e) => return Outcome::Failed(e),
+    };
     if json {
         print!("{}", answer.body);
         return Outcome::Ok;

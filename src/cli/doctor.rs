@@ -23,6 +23,10 @@ impl Report {
         self.failures += 1;
         println!("FAIL  {what}: {detail}");
     }
+    /// Works now, but will not for long (a certificate about to expire).
+    fn warn(&self, what: &str, detail: &str) {
+        println!("WARN  {what}: {detail}");
+    }
 }
 
 pub async fn run(cfg: Config) -> Outcome {
@@ -35,12 +39,17 @@ pub async fn run(cfg: Config) -> Outcome {
         }
     };
 
+    r.ok("AWS credential source", source.label());
+    if let aws::CredentialSource::RolesAnywhere(ra) = &source {
+        roles_anywhere(&mut r, ra).await;
+    }
+
     let sts = aws_sdk_sts::Client::new(&sdk);
     match sts.get_caller_identity().send().await {
         Ok(id) => r.ok(
             "AWS identity",
             &format!(
-                "{} (account {}, credentials from the {})",
+                "{} (account {}, credentials: {})",
                 id.arn().unwrap_or("?"),
                 id.account().unwrap_or("?"),
                 source.label()
@@ -82,7 +91,7 @@ pub async fn run(cfg: Config) -> Outcome {
             for (name, problem) in &fetched.problems {
                 r.fail(&format!("parameter {name}"), problem);
             }
-            store.apply_for_doctor(fetched);
+            store.load_fetched(fetched);
         }
     }
 
@@ -136,5 +145,38 @@ pub async fn run(cfg: Config) -> Outcome {
             r.failures,
             if r.failures == 1 { "" } else { "s" }
         ))
+    }
+}
+
+/// The certificate, then one CreateSession (shared with the provider's own first one).
+async fn roles_anywhere(r: &mut Report, ra: &aws::roles_anywhere::RolesAnywhereProvider) {
+    let now = SystemTime::now();
+    let cert = ra.certificate();
+    let detail = format!(
+        "subject {}, serial {}, issuer {}, not after {} ({} days left)",
+        cert.subject,
+        cert.serial,
+        cert.issuer,
+        humantime::format_rfc3339_seconds(cert.not_after),
+        cert.expires_in_days(now)
+    );
+    match cert.expiry_warning(now) {
+        Some(w) => r.warn("Roles Anywhere certificate", &format!("{detail}: {w}")),
+        None => r.ok("Roles Anywhere certificate", &detail),
+    }
+    let what = "Roles Anywhere CreateSession";
+    match ra.credentials().await {
+        Ok(_) => r.ok(
+            what,
+            &format!(
+                "session for {} until {} from {}",
+                ra.config().role_arn,
+                ra.session_expires_at()
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                    .unwrap_or_else(|| "?".into()),
+                ra.endpoint()
+            ),
+        ),
+        Err(e) => r.fail(what, &e),
     }
 }

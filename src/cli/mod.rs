@@ -24,8 +24,8 @@ use crate::config::{self, Config};
                   tokens, and serves them on a root-only Unix socket."
 )]
 pub struct Cli {
-    /// The config file [default: /etc/lwa-agent/lwa-agent.toml]
-    #[arg(long, global = true, env = "LWA_AGENT_CONFIG", value_name = "PATH")]
+    /// The config file [default: $LWA_AGENT_CONFIG, else /etc/lwa-agent/lwa-agent.toml]
+    #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -127,6 +127,10 @@ fn dispatch(cli: Cli) -> Outcome {
                 Ok(c) => c,
                 Err(e) => return Outcome::Usage(format!("invalid configuration:\n{e}")),
             };
+            // The Roles Anywhere files are part of the configuration: a wrong one is exit 2.
+            if let Err(e) = crate::aws::roles_anywhere::check_files(&cfg.aws, true) {
+                return Outcome::Usage(format!("invalid configuration:\n{e}"));
+            }
             crate::logging::init(&cfg.log.level, cfg.log.format);
             runtime(|| async move {
                 match crate::daemon::run(cfg).await {
@@ -190,9 +194,14 @@ where
 }
 
 fn config_check(path: &std::path::Path) -> Outcome {
-    match config::load(path) {
-        Ok(cfg) => {
-            let notes = offline_notes(&cfg);
+    match config::load(path).and_then(|cfg| {
+        // The Roles Anywhere certificate and key are checked with the rest.
+        let notes = crate::aws::roles_anywhere::check_files(&cfg.aws, false)?;
+        Ok((cfg, notes))
+    }) {
+        Ok((cfg, ra_notes)) => {
+            let mut notes = offline_notes(&cfg);
+            notes.extend(ra_notes);
             for n in &notes {
                 println!("note: {n}");
             }

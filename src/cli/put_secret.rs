@@ -29,16 +29,20 @@ pub enum Field {
 }
 
 fn parameter_of(cred: &CredentialConfig, field: Field) -> Result<String, String> {
-    match field {
-        Field::ClientSecret => Ok(cred.client_secret_parameter.clone()),
-        Field::ClientId => Ok(cred.client_id_parameter.clone()),
-        Field::RefreshToken => cred.refresh_token_parameter.clone().ok_or_else(|| {
+    let name = match field {
+        Field::ClientSecret => "client_secret",
+        Field::RefreshToken => "refresh_token",
+        Field::ClientId => "client_id",
+    };
+    cred.fields()
+        .find(|(f, _)| *f == name)
+        .map(|(_, p)| p.to_string())
+        .ok_or_else(|| {
             format!(
                 "credential `{}` is grantless (scopes) and has no refresh token",
                 cred.name
             )
-        }),
-    }
+        })
 }
 
 /// Reads the value without echo on a terminal, or all of stdin from a pipe.
@@ -112,7 +116,7 @@ async fn rotate(
         return Err(format!("cannot read {name}: {problem}"));
     }
     let store = ParameterStore::new(names);
-    store.apply_for_doctor(fetched);
+    store.load_fetched(fetched);
     let (mut grant, _) = store.grant(cred)?;
     let new = || SecretString::from(value.expose_secret().to_string());
     match field {

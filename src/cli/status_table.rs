@@ -3,24 +3,16 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use hyper::Method;
 use serde_json::Value;
 
-use super::client::{error_message, request};
+use super::client::get_ok;
 use super::Outcome;
 
 pub async fn status(socket: PathBuf, json: bool) -> Outcome {
-    let answer = match request(&socket, Method::GET, "/v1/status").await {
+    let answer = match get_ok(&socket, "/v1/status").await {
         Ok(a) => a,
         Err(e) => return Outcome::Failed(e),
     };
-    if answer.status != 200 {
-        return Outcome::Failed(format!(
-            "the agent answered {}: {}",
-            answer.status,
-            error_message(&answer)
-        ));
-    }
     if json {
         print!("{}", answer.body);
         return Outcome::Ok;

@@ -77,15 +77,23 @@ pub struct CredentialConfig {
 }
 
 impl CredentialConfig {
-    /// The SSM parameters this credential is built from, in a fixed order.
-    pub fn parameters(&self) -> impl Iterator<Item = &str> {
+    /// The credential's values as (`put-secret --field` name, SSM parameter), in a fixed
+    /// order; a grantless credential has no refresh token.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
-            Some(self.client_id_parameter.as_str()),
-            Some(self.client_secret_parameter.as_str()),
-            self.refresh_token_parameter.as_deref(),
+            Some(("client_id", self.client_id_parameter.as_str())),
+            Some(("client_secret", self.client_secret_parameter.as_str())),
+            self.refresh_token_parameter
+                .as_deref()
+                .map(|p| ("refresh_token", p)),
         ]
         .into_iter()
         .flatten()
+    }
+
+    /// The SSM parameters this credential is built from, in a fixed order.
+    pub fn parameters(&self) -> impl Iterator<Item = &str> {
+        self.fields().map(|(_, p)| p)
     }
 }
 

@@ -32,7 +32,6 @@ pub struct Token {
     pub expires_at: Instant,
     /// For display (`expires_at` in RFC 3339).
     pub expires_at_wall: SystemTime,
-    pub obtained_at: SystemTime,
 }
 
 impl Token {
@@ -93,8 +92,8 @@ impl ExchangeError {
     }
 }
 
-/// LWA answers at most a few hundred bytes; anything much bigger is not LWA.
-const MAX_BODY: usize = 64 * 1024;
+const MAX_LIFETIME_SECS: i64 = 86_400;
+
 /// An LWA error description is echoed into logs and status; keep it short.
 const MAX_DESCRIPTION: usize = 200;
 
@@ -157,13 +156,10 @@ impl LwaClient {
             .await
             .map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = read_capped(response).await.map_err(|e| self.transport(e))?;
+        let retry_after = crate::net::retry_after(response.headers());
+        let body = crate::net::read_capped(response)
+            .await
+            .map_err(ExchangeError::BadResponse)?;
         classify(status, retry_after, &body, sent, sent_wall)
     }
 
@@ -183,17 +179,6 @@ impl LwaClient {
     }
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_BODY {
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 /// Maps an LWA answer to a token or an error. Pure, so every branch is unit-tested.
 pub fn classify(
     status: u16,
@@ -210,10 +195,14 @@ pub fn classify(
                 .access_token
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| ExchangeError::BadResponse("no access_token".into()))?;
+            // LWA tokens live an hour; a lifetime outside a day is not a real answer (and a
+            // huge one would overflow the expiry instant).
             let expires_in = parsed
                 .expires_in
-                .filter(|s| *s > 0)
-                .ok_or_else(|| ExchangeError::BadResponse("no positive expires_in".into()))?;
+                .filter(|s| (1..=MAX_LIFETIME_SECS).contains(s))
+                .ok_or_else(|| {
+                    ExchangeError::BadResponse("no expires_in between 1s and 1 day".into())
+                })?;
             let lifetime = Duration::from_secs(expires_in as u64);
             // Measured from when the request was sent, so network time only ever makes the
             // agent think the token expires sooner than it does.
@@ -226,7 +215,6 @@ pub fn classify(
                     .to_ascii_lowercase(),
                 expires_at: sent + lifetime,
                 expires_at_wall: sent_wall + lifetime,
-                obtained_at: sent_wall,
             })
         }
         429 => Err(ExchangeError::Throttled { retry_after }),
@@ -306,6 +294,8 @@ mod tests {
             r#"{"access_token":"","expires_in":3600}"#,
             r#"{"access_token":"a","expires_in":0}"#,
             r#"{"access_token":"a"}"#,
+            r#"{"access_token":"a","expires_in":9223372036854775807}"#,
+            r#"{"access_token":"a","expires_in":86401}"#,
         ] {
             assert!(
                 matches!(run(200, body), Err(ExchangeError::BadResponse(_))),

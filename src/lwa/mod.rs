@@ -98,9 +98,14 @@ impl CredentialSlot {
             .unwrap_or(Duration::from_secs(1))
             .max(Duration::from_secs(1));
         Err(Unavailable {
-            reason: match &s.last_error {
-                Some(e) => e.clone(),
-                None => "no access token yet: the first exchange with LWA is in progress".into(),
+            reason: match (&s.last_error, &s.token) {
+                (Some(e), _) => e.clone(),
+                (None, Some(_)) => {
+                    "the cached token has expired and its refresh with LWA is in progress".into()
+                }
+                (None, None) => {
+                    "no access token yet: the first exchange with LWA is in progress".into()
+                }
             },
             retry_after,
         })
@@ -117,10 +122,13 @@ impl CredentialSlot {
     ) {
         let name = self.config.name.clone();
         let mut transient = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        // Rejected credentials will not start working by retrying quickly: the refresher
+        // also wakes at once when the parameters change.
+        let mut rejected = Backoff::new(Duration::from_secs(30), Duration::from_secs(900));
         let mut params_rx = params.subscribe();
         // The first exchange needs the first SSM read; until it is done, requests wait
         // (the slot starts as `fetching`) rather than get a "not read yet" 503.
-        let _ = params_rx.wait_for(|s| s.attempts > 0).await;
+        let _ = params_rx.wait_for(|s| s.reads_finished > 0).await;
         loop {
             self.state.send_modify(|s| s.fetching = true);
             let outcome = self.refresh_once(&lwa, &params, reload_wait).await;
@@ -129,6 +137,7 @@ impl CredentialSlot {
                 Ok((token, used)) => {
                     metrics.exchange(&name, "ok");
                     transient.reset();
+                    rejected.reset();
                     let lifetime = token.expires_at.saturating_duration_since(now);
                     let next = lifetime.saturating_sub(refresh_before.min(lifetime / 2));
                     tracing::info!(
@@ -165,6 +174,9 @@ impl CredentialSlot {
                                 ExchangeError::Throttled {
                                     retry_after: Some(after),
                                 } => (*after).max(transient.next_delay()),
+                                ExchangeError::Auth { .. } | ExchangeError::Rejected { .. } => {
+                                    rejected.next_delay()
+                                }
                                 _ => transient.next_delay(),
                             };
                             (e.to_string(), delay, e.is_auth())

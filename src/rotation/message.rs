@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use super::decide::Age;
 
-/// SNS subjects must be under 100 characters, on one line.
-pub const MAX_SUBJECT: usize = 100;
+/// SNS takes subjects of "less than 100 characters" on one line (its API reference), one
+/// below SPEC's "≤ 100": AWS's limit wins.
+pub const MAX_SUBJECT: usize = 99;
 /// One SMS segment.
 pub const MAX_SMS: usize = 140;
 
@@ -123,7 +124,7 @@ pub fn sns_json(m: &Message) -> String {
 }
 
 /// Printable ASCII on one line, cut to `max` characters with an ellipsis.
-fn one_line(s: &str, max: usize) -> String {
+pub fn one_line(s: &str, max: usize) -> String {
     let clean: String = s
         .chars()
         .map(|c| {

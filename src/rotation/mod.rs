@@ -24,8 +24,9 @@ use crate::config::{Config, RotationConfig};
 use crate::metrics::Metrics;
 use decide::{Age, Observed, Verdict};
 
-/// Remind about the Roles Anywhere certificate this long before it expires.
-pub const CERTIFICATE_WARNING: Duration = Duration::from_secs(30 * 86400);
+/// Remind about the Roles Anywhere certificate this long before it expires: the same
+/// window in which the log and status warn about it.
+pub const CERTIFICATE_WARNING: Duration = crate::aws::roles_anywhere::pki::EXPIRY_WARNING;
 
 pub struct Checker {
     pub config: RotationConfig,
@@ -67,19 +68,14 @@ pub struct ParameterReport {
 
 /// The fields of a credential, as `put-secret --field` names them.
 fn uses_of(config: &Config) -> Vec<(String, String, &'static str)> {
-    let mut uses = Vec::new();
-    for c in &config.credentials {
-        uses.push((c.client_id_parameter.clone(), c.name.clone(), "client_id"));
-        uses.push((
-            c.client_secret_parameter.clone(),
-            c.name.clone(),
-            "client_secret",
-        ));
-        if let Some(r) = &c.refresh_token_parameter {
-            uses.push((r.clone(), c.name.clone(), "refresh_token"));
-        }
-    }
-    uses
+    config
+        .credentials
+        .iter()
+        .flat_map(|c| {
+            c.fields()
+                .map(|(field, p)| (p.to_string(), c.name.clone(), field))
+        })
+        .collect()
 }
 
 /// Every credential's parameters plus `rotation.parameters`, deduplicated.
@@ -133,6 +129,13 @@ impl Checker {
         if let Some(m) = &self.metrics {
             m.ssm_calls(calls, "ok");
         }
+        // One check at a time per state directory: the agent's cron and the timer's
+        // `lwa-agent check` must not both send, or overwrite each other's records.
+        let _lock = if dry_run {
+            None
+        } else {
+            Some(state::lock(&self.state_dir)?)
+        };
         let mut state = if dry_run {
             state::load_readonly(&self.state_dir)
         } else {
@@ -221,21 +224,26 @@ impl Checker {
                     let outcome = if dry_run {
                         Outcome::WouldSend
                     } else {
-                        self.deliver(name, &period, &msg).await
+                        self.deliver(name, &period, &msg, true).await
                     };
                     match outcome {
                         Outcome::WouldSend => entry.action = "would_send".into(),
                         Outcome::Logged => entry.action = "logged".into(),
-                        Outcome::Sent => {
-                            state.record(name, meta.version, &period, false);
-                            state::save(&self.state_dir, &state)?;
-                            report.sent += 1;
-                            entry.action = "sent".into();
-                        }
-                        Outcome::SentElsewhere => {
-                            state.record(name, meta.version, &period, true);
-                            state::save(&self.state_dir, &state)?;
-                            entry.action = "sent_by_other_host".into();
+                        Outcome::Sent | Outcome::SentElsewhere => {
+                            let elsewhere = matches!(outcome, Outcome::SentElsewhere);
+                            state.record(name, meta.version, &period, elsewhere);
+                            if elsewhere {
+                                entry.action = "sent_by_other_host".into();
+                            } else {
+                                report.sent += 1;
+                                entry.action = "sent".into();
+                            }
+                            // The reminder went out; failing to record it must not stop
+                            // the others (it may be repeated once, which is the lesser harm).
+                            if let Err(e) = state::save(&self.state_dir, &state) {
+                                tracing::error!(error = %e, "reminder sent but not recorded");
+                                entry.error = Some(e);
+                            }
                         }
                         Outcome::Failed(e) => {
                             report.failed += 1;
@@ -296,9 +304,12 @@ impl Checker {
             age_days: None,
             state: if left.is_zero() { "expired" } else { "warn" }.into(),
             action: "none".into(),
-            subject: Some(format!(
-                "[lwa-agent] Roles Anywhere certificate on {} expires in {days} days",
-                self.host
+            subject: Some(message::one_line(
+                &format!(
+                    "[lwa-agent] Roles Anywhere certificate on {} expires in {days} days",
+                    self.host
+                ),
+                message::MAX_SUBJECT,
             )),
             error: None,
         };
@@ -328,21 +339,18 @@ impl Checker {
             severity: if left.is_zero() { "expired" } else { "warning" },
         };
         let period = format!("cert-{version}");
+        // Each host has its own certificate: no fleet lock, or one host's reminder would
+        // silence another's.
         let outcome = if dry_run {
             Outcome::WouldSend
         } else {
-            self.deliver(key, &period, &msg).await
+            self.deliver(key, &period, &msg, false).await
         };
         entry.action = match outcome {
             Outcome::WouldSend => "would_send".into(),
             Outcome::Logged => "logged".into(),
             Outcome::Sent | Outcome::SentElsewhere => {
-                state.record(
-                    key,
-                    version,
-                    &period,
-                    matches!(outcome, Outcome::SentElsewhere),
-                );
+                state.record(key, version, &period, false);
                 state::save(&self.state_dir, state)?;
                 "sent".into()
             }
@@ -354,8 +362,15 @@ impl Checker {
         Ok(Some(entry))
     }
 
-    /// Takes the fleet lock (when configured), then publishes with retries.
-    async fn deliver(&self, name: &str, period: &str, msg: &message::Message) -> Outcome {
+    /// Takes the fleet lock (when configured and `fleet` is set), then publishes with
+    /// retries.
+    async fn deliver(
+        &self,
+        name: &str,
+        period: &str,
+        msg: &message::Message,
+        fleet: bool,
+    ) -> Outcome {
         let Some(topic) = &self.config.topic_arn else {
             tracing::warn!(
                 parameter = %name,
@@ -369,6 +384,7 @@ impl Checker {
             .config
             .fleet_lock_prefix
             .as_ref()
+            .filter(|_| fleet)
             .map(|prefix| format!("{prefix}/{}/{period}", fleet_hash(name)));
         if let Some(marker) = &marker {
             let value = format!(

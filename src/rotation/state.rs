@@ -134,6 +134,32 @@ pub fn save(dir: &Path, state: &State) -> Result<(), String> {
     Ok(())
 }
 
+/// Takes the state directory's lock for one check, without waiting: a check already
+/// running elsewhere means this one has nothing to add.
+pub fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the state directory {}: {e}", dir.display()))?;
+    let path = dir.join("rotation.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| {
+            format!(
+                "cannot open {}: {e}: check the state directory's owner",
+                path.display()
+            )
+        })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        format!(
+            "another rotation check is running on this host ({} is locked: {e}); if both the \
+             agent's cron and lwa-agent-check.timer are on, keep only one",
+            path.display()
+        )
+    })
+}
+
 /// Loads the state for a dry run: never moves or writes anything.
 pub fn load_readonly(dir: &Path) -> State {
     std::fs::read(dir.join(FILE))

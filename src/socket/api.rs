@@ -25,6 +25,7 @@ pub async fn handle(agent: &Agent, peer: &Peer, req: Request<Incoming>) -> Answe
 }
 
 async fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<Answer, ApiError> {
+    validate_head_size(req)?;
     validate_no_body(req)?;
     let path = req.uri().path();
     match path {
@@ -38,11 +39,17 @@ async fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<An
             let name = &path["/v1/token/".len()..];
             let slot = agent.slot(name).ok_or_else(|| {
                 agent.metrics.token_request(name, 404);
-                ApiError::NotFound(format!(
-                    "no credential named `{}`: configured credentials are {}",
-                    printable(name),
-                    agent.credential_names().join(", ")
-                ))
+                // Only root learns the other names: allow lists may hide credentials
+                // from a peer, and so should this message.
+                let known = if peer.uid == 0 {
+                    format!(
+                        ": configured credentials are {}",
+                        agent.credential_names().join(", ")
+                    )
+                } else {
+                    ": check the name in the agent's config".to_string()
+                };
+                ApiError::NotFound(format!("no credential named `{}`{known}", printable(name)))
             })?;
             token(agent, peer, req, slot).await
         }
@@ -73,6 +80,26 @@ async fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<An
             printable(path)
         ))),
     }
+}
+
+/// SPEC §4: a request head over 8 KiB is refused with `too_large`. hyper reads heads up to
+/// twice that (`server::MAX_READ`), so this check answers in JSON; a longer head never
+/// parses and hyper closes with a bare 431.
+fn validate_head_size(req: &Request<Incoming>) -> Result<(), ApiError> {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let size = line + headers + 2;
+    if size > super::server::MAX_HEAD {
+        return Err(ApiError::TooLarge(format!(
+            "the request head is {size} bytes; the limit is {} bytes: send fewer or shorter headers",
+            super::server::MAX_HEAD
+        )));
+    }
+    Ok(())
 }
 
 /// GET carries no body (SPEC §4) and POST /v1/reload needs none: refusing any keeps a
@@ -171,14 +198,38 @@ async fn answer_token(
         body.push('\n');
         return Ok(text(StatusCode::OK, "text/plain; charset=utf-8", body));
     }
-    let body = serde_json::json!({
-        "access_token": token.access_token.expose_secret(),
-        "token_type": token.token_type,
-        "expires_in": token.seconds_left(now),
-        "expires_at": humantime::format_rfc3339_seconds(token.expires_at_wall).to_string(),
-        "credential": slot.config.name,
-    });
-    Ok(json(StatusCode::OK, &body))
+    let body = TokenBody {
+        access_token: token.access_token.expose_secret(),
+        token_type: &token.token_type,
+        expires_in: token.seconds_left(now),
+        expires_at: humantime::format_rfc3339_seconds(token.expires_at_wall),
+        credential: &slot.config.name,
+    };
+    // A typed body on the hot path: no intermediate JSON map.
+    let mut bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Unavailable {
+        message: format!("cannot encode the token answer ({e}); this is a bug, please report it"),
+        retry_after: Duration::from_secs(1),
+    })?;
+    bytes.push(b'\n');
+    Ok(respond(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(bytes),
+    ))
+}
+
+#[derive(serde::Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_in: u64,
+    #[serde(serialize_with = "rfc3339")]
+    expires_at: humantime::Rfc3339Timestamp,
+    credential: &'a str,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &humantime::Rfc3339Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(t)
 }
 
 /// JSON unless the client asks for text/plain and not for JSON.

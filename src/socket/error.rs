@@ -19,6 +19,8 @@ pub enum ApiError {
     },
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{message}")]
     MethodNotAllowed {
         message: String,
@@ -34,6 +36,7 @@ impl ApiError {
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -44,6 +47,7 @@ impl ApiError {
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::TooLarge(_) => "too_large",
         }
     }
 

@@ -42,10 +42,10 @@ pub fn listen(cfg: &SocketConfig) -> Result<Listener, String> {
     })
 }
 
-/// Binds `path` so that the socket file is never more open than `mode`: the umask is set
-/// to exactly the bits `mode` withholds while bind(2) creates the file, and the group is
-/// changed afterwards (going from root's group to `gid` only narrows nothing: the mode
-/// bits are already final and group access was granted to root's group only).
+/// Binds `path` so that the socket file is never more open than `mode`: the umask withholds
+/// exactly the bits `mode` does while bind(2) creates the file. The group changes after
+/// that; until then the group bits apply to the agent's own group, so there is no moment
+/// when anyone outside `mode` and `group` can connect.
 fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, String> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {

@@ -8,7 +8,6 @@ use crate::config::CredentialConfig;
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
-    pub pid: Option<i32>,
 }
 
 impl Peer {
@@ -52,11 +51,7 @@ mod tests {
     }
 
     fn peer(uid: u32, gid: u32) -> Peer {
-        Peer {
-            uid,
-            gid,
-            pid: None,
-        }
+        Peer { uid, gid }
     }
 
     #[test]

@@ -17,8 +17,11 @@ use crate::agent::Agent;
 
 /// More than any ERP host needs at once; each costs a task and a small buffer.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// hyper's smallest read buffer: a longer head is answered 431.
+/// SPEC §4's limit on a request head, checked in `api::validate_head_size`.
 pub const MAX_HEAD: usize = 8 * 1024;
+/// hyper's read buffer: heads between MAX_HEAD and this get a JSON `too_large`; longer ones
+/// never parse and get hyper's bare 431.
+pub const MAX_READ: usize = 2 * MAX_HEAD;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keep-alive connections are closed (gracefully, between requests) after this long.
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
@@ -52,7 +55,6 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, mut shutdown: watc
             Ok(c) => Peer {
                 uid: c.uid(),
                 gid: c.gid(),
-                pid: c.pid(),
             },
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the peer's credentials; closing");
@@ -90,7 +92,7 @@ async fn connection(
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
-        .max_buf_size(MAX_HEAD)
+        .max_buf_size(MAX_READ)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {

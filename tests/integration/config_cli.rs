@@ -1,8 +1,6 @@
 //! The command line: config check, token, status, exit codes; and no secret anywhere a
 //! user can see it.
 
-use std::process::Command;
-
 use crate::harness::*;
 
 fn lwa_agent(args: &[&str]) -> std::process::Output {
@@ -131,11 +129,26 @@ async fn token_and_status_commands_talk_to_the_running_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_appear_nowhere_but_in_ssm_and_the_lwa_request() {
     let w = World::new().await;
-    let agent = w.agent(&w.config("", "")).await;
+    // The most verbose logging there is: secrets must stay out of it too.
+    let agent = w.spawn_agent(&w.config("", ""), &[("RUST_LOG", "trace")]);
+    agent.wait_listening().await;
     agent.wait_for("/v1/token", 20, |r| r.status == 200).await;
-    // Exercise error paths too: a rejected secret and an unknown credential.
+    // The error paths too: LWA revokes the secret, and a new version in SSM makes the
+    // agent exchange at once, get invalid_client, re-read SSM and retry.
     w.lwa.update(|s| s.client_secrets = vec!["other".into()]);
-    let _ = request(&agent.socket, "POST", "/v1/reload", &[]).await;
+    w.put(SECRET_PARAM, &w.canaries.client_secret).await;
+    let reload = request(&agent.socket, "POST", "/v1/reload", &[]).await;
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    agent
+        .wait_for("/v1/status", 20, |r| {
+            r.json()["credentials"]["default"]["failed"] == true
+        })
+        .await;
+    let refused = w.lwa.received().iter().filter(|r| r.status == 401).count();
+    assert_eq!(
+        refused, 2,
+        "the rejected secret was sent, then sent again after a re-read"
+    );
     let _ = agent.get("/v1/token/nope").await;
 
     for path in [
@@ -169,8 +182,9 @@ async fn secrets_appear_nowhere_but_in_ssm_and_the_lwa_request() {
         logs.contains("access token refreshed"),
         "logs are being captured"
     );
+    assert!(logs.contains("TRACE"), "trace logging was on");
+    assert!(logs.contains("invalid_client"), "the rejection is logged");
     w.canaries.assert_absent("logs", &logs);
-    let _ = Command::new("true");
 }
 
 #[test]
@@ -187,4 +201,45 @@ fn the_shipped_example_config_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_identity_parameters_lwa_and_the_topic() {
+    let w = World::new().await;
+    let (topic, _) = w.topic_with_queue("doctor").await;
+    let config = w.write_config(&w.config("", &format!("[rotation]\ntopic_arn = \"{topic}\"\n")));
+    let cfg = config.to_str().expect("utf8");
+    let out = lwa_agent(&["--config", cfg, "doctor"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "ok    AWS identity",
+        &format!("ok    parameter {SECRET_PARAM}: version 1, SecureString"),
+        "ok    LWA exchange for `default`: token issued",
+        "ok    SNS topic",
+        "all checks passed",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from\n{stdout}");
+    }
+    w.canaries.assert_absent("doctor output", &stdout);
+
+    // A revoked secret and a missing topic are reported, and the exit code says so.
+    w.lwa.update(|s| s.client_secrets = vec!["other".into()]);
+    let bad = w.write_config(&w.config(
+        "",
+        "[rotation]\ntopic_arn = \"arn:aws:sns:us-east-2:123456789012:missing\"\n",
+    ));
+    let out = lwa_agent(&["--config", bad.to_str().expect("utf8"), "doctor"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  LWA exchange for `default`") && stdout.contains("invalid_client"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("FAIL  SNS topic"), "{stdout}");
+    w.canaries.assert_absent("doctor output", &stdout);
 }

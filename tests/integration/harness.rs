@@ -246,6 +246,8 @@ pub struct AgentProc {
     pub child: Child,
     pub socket: PathBuf,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Reads stderr until EOF; joined after exit so that `logs()` is complete.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl AgentProc {
@@ -257,7 +259,7 @@ impl AgentProc {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr.take().expect("stderr piped");
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n) = pipe.read(&mut buf) {
                 if n == 0 {
@@ -270,6 +272,7 @@ impl AgentProc {
             child,
             socket,
             stderr,
+            reader: Some(reader),
         }
     }
 
@@ -325,6 +328,9 @@ impl AgentProc {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             if Instant::now() > deadline {

@@ -138,3 +138,28 @@ async fn a_stale_socket_is_replaced_but_a_live_agent_is_not() {
     // The first agent is untouched.
     assert_eq!(agent.get("/v1/token").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_answers_in_flight() {
+    let w = World::new().await;
+    // A slow first exchange keeps the first request in flight.
+    w.lwa.update(|s| s.delay = Duration::from_millis(2500));
+    let mut agent = w.spawn_agent(&w.config("", ""), &[]);
+    agent.wait_listening().await;
+    let socket = agent.socket.clone();
+    let in_flight = tokio::spawn(async move { request(&socket, "GET", "/v1/token", &[]).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    agent.signal(Signal::SIGTERM);
+    let answer = in_flight.await.expect("request task");
+    assert_eq!(
+        answer.status, 200,
+        "the request in flight was answered: {}",
+        answer.body
+    );
+    assert_eq!(
+        agent.wait_exit(15).code(),
+        Some(0),
+        "logs:\n{}",
+        agent.logs()
+    );
+}

@@ -10,5 +10,6 @@ mod lifecycle;
 mod packaging;
 mod peers;
 mod requests;
+mod roles_anywhere;
 mod rotation;
 mod tokens;

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
@@ -325,15 +325,20 @@ async fn the_daemon_runs_the_check_on_its_cron_schedule() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(w.messages(&queue, 1, 1).await.is_empty());
     let metrics = agent.get("/metrics").await.body;
-    assert!(
-        metrics.contains("lwa_agent_reminders_total{result=\"sent\"} 4"),
-        "{metrics}"
-    );
+    for line in [
+        "lwa_agent_reminders_total{result=\"sent\"} 4",
+        "lwa_agent_parameter_state{parameter=\"/erp/other\",state=\"warn\"} 1",
+        "lwa_agent_rotation_next_check_timestamp_seconds ",
+        "lwa_agent_parameter_age_seconds{parameter=\"/erp/other\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
     w.canaries.assert_absent("logs", &agent.logs());
 }
 
 fn put_secret(w: &World, config: &Path, value: &str, field: &str) -> Output {
     let mut child = agent_command()
+        .env("RUST_LOG", "trace")
         .arg("--config")
         .arg(config)
         .args(["put-secret", "--credential", "default", "--field", field])
@@ -424,5 +429,4 @@ async fn put_secret_proves_writes_reloads_and_switches_the_running_agent() {
         "no failed request during the switch"
     );
     w.canaries.assert_absent("logs", &agent.logs());
-    let _ = Command::new("true");
 }

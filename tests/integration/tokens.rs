@@ -214,9 +214,21 @@ async fn throttling_and_hangs_are_retried_with_backoff() {
         "backoff, not a busy loop: {calls} calls in ~3s"
     );
     w.lwa.update(|s| s.mode = Mode::Hang);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = agent.wait_for("/v1/status", 30, |r| {
+        r.json()["credentials"]["default"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out"))
+    });
+    r.await;
     w.lwa.update(|s| s.mode = Mode::Normal);
-    agent.wait_for("/v1/token", 30, |r| r.status == 200).await;
+    agent.wait_for("/v1/token", 70, |r| r.status == 200).await;
+    let metrics = agent.get("/metrics").await.body;
+    for result in ["throttled", "unreachable", "ok"] {
+        assert!(
+            metrics.contains(&format!("credential=\"default\",result=\"{result}\"")),
+            "{result} missing from\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

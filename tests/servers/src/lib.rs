@@ -1,5 +1,8 @@
-//! Loopback servers for lwa-agent's tests and demo: an LWA-compatible token endpoint and a
-//! `moto_server` process. Nothing here reaches beyond 127.0.0.1.
+//! Loopback servers for lwa-agent's tests and demo: an LWA-compatible token endpoint, an
+//! IAM Roles Anywhere endpoint that verifies signatures, a `moto_server` process, and the
+//! test PKI. Nothing here reaches beyond 127.0.0.1.
 
 pub mod lwa;
 pub mod moto;
+pub mod pki;
+pub mod rolesanywhere;
