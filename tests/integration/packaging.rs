@@ -16,6 +16,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
+use lwa_agent_testservers::pki::{self, Ca, KeyFormat, KeyKind};
+use lwa_agent_testservers::rolesanywhere::{self, FakeRolesAnywhere};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::harness::*;
@@ -385,6 +387,94 @@ const UNITS: [&str; 4] = [
 ];
 
 // ---------------------------------------------------------------------------------------
+// IAM Roles Anywhere, the way the packaged units pass it
+// ---------------------------------------------------------------------------------------
+
+/// A host identity (a leaf under an intermediate, so the chain file is used too) and the
+/// project's verifying Roles Anywhere endpoint, which trusts its root.
+struct RolesAnywhereHost {
+    files: pki::Files,
+    endpoint: FakeRolesAnywhere,
+}
+
+impl RolesAnywhereHost {
+    async fn new(dir: &Path) -> RolesAnywhereHost {
+        let root = Ca::root("lwa-agent packaging root");
+        let intermediate = root.intermediate("lwa-agent packaging intermediate");
+        let leaf = intermediate.issue(KeyKind::Rsa2048);
+        let files = pki::write(dir, "host", &leaf, &[&intermediate], KeyFormat::Pkcs8);
+        assert!(files.chain.is_some(), "the test identity has a chain");
+        let endpoint = FakeRolesAnywhere::start(rolesanywhere::Settings::trusting(root.der()))
+            .await
+            .expect("Roles Anywhere endpoint starts");
+        RolesAnywhereHost { files, endpoint }
+    }
+
+    /// The files under the names the units' LoadCredential= lines give them.
+    fn credentials(&self) -> [(&'static str, &'static str, PathBuf); 3] {
+        [
+            ("rolesanywhere-cert", "cert.pem", self.files.cert.clone()),
+            ("rolesanywhere-key", "key.pem", self.files.key.clone()),
+            (
+                "rolesanywhere-chain",
+                "chain.pem",
+                self.files.chain.clone().expect("chain"),
+            ),
+        ]
+    }
+
+    /// `[aws.roles_anywhere]` as the example config and the README write it: every file
+    /// from systemd's credentials directory (`%d/`).
+    fn section(&self) -> String {
+        format!(
+            "[aws.roles_anywhere]\n\
+             certificate = \"%d/rolesanywhere-cert\"\n\
+             private_key = \"%d/rolesanywhere-key\"\n\
+             certificate_chain = \"%d/rolesanywhere-chain\"\n\
+             trust_anchor_arn = \"arn:aws:rolesanywhere:us-east-2:111122223333:trust-anchor/ta\"\n\
+             profile_arn = \"arn:aws:rolesanywhere:us-east-2:111122223333:profile/profile\"\n\
+             role_arn = \"arn:aws:iam::111122223333:role/lwa-agent\"\n\
+             endpoint_url = \"{}\"\n",
+            self.endpoint.url()
+        )
+    }
+
+    /// Sessions were issued, and every request carried a signature the endpoint verified.
+    fn assert_used(&self) {
+        assert!(
+            !self.endpoint.issued().is_empty(),
+            "no Roles Anywhere session was created"
+        );
+        self.endpoint.assert_all_verified();
+    }
+}
+
+/// The host's files where the units' LoadCredential= lines read them
+/// (/etc/lwa-agent/pki, 0700 root, the key 0600), removed again when dropped.
+struct PkiDir;
+
+impl PkiDir {
+    const DIR: &'static str = "/etc/lwa-agent/pki";
+
+    fn install(host: &RolesAnywhereHost) -> PkiDir {
+        std::fs::create_dir_all(Self::DIR).expect("mkdir /etc/lwa-agent/pki");
+        std::fs::set_permissions(Self::DIR, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        for (_, name, source) in host.credentials() {
+            let dest = Path::new(Self::DIR).join(name);
+            std::fs::copy(&source, &dest).expect("copy to /etc/lwa-agent/pki");
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        PkiDir
+    }
+}
+
+impl Drop for PkiDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(Self::DIR);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Tests: the units
 // ---------------------------------------------------------------------------------------
 
@@ -459,7 +549,11 @@ fn units_carry_the_settings_the_spec_names() {
         .collect();
     assert_eq!(
         loaded,
-        BTreeSet::from(["rolesanywhere-cert", "rolesanywhere-key"])
+        BTreeSet::from([
+            "rolesanywhere-cert",
+            "rolesanywhere-key",
+            "rolesanywhere-chain"
+        ])
     );
     // A fallback for each, so a host without Roles Anywhere still starts.
     assert_eq!(loaded, defaults);
@@ -1080,9 +1174,8 @@ impl ServiceSetup {
                 "CREDENTIALS_DIRECTORY".into(),
                 self.credentials.display().to_string(),
             ),
-            // Stand-ins for Roles Anywhere (moto accepts any key); nothing leaves loopback.
-            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            // No AWS keys: the credentials come from Roles Anywhere. Instance metadata is
+            // off so that nothing could ever leave loopback.
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
         ]
     }
@@ -1091,7 +1184,7 @@ impl ServiceSetup {
 /// The installed units start the installed binary the way systemd would: socket
 /// activation from lwa-agent.socket's ListenStream= (through systemd-socket-activate),
 /// User=lwa-agent without capabilities, StateDirectory= and LoadCredential= (the Roles
-/// Anywhere files are absent, so the SetCredential= fallbacks apply), NOTIFY_SOCKET and
+/// Anywhere certificate, key and chain from /etc/lwa-agent/pki), NOTIFY_SOCKET and
 /// WATCHDOG_USEC from WatchdogSec=. The agent reads the 0640 config through its group,
 /// becomes READY, serves a token through the socket, reloads on ExecReload= run as its
 /// own user, and stops cleanly; lwa-agent-check.service's command runs a check.
@@ -1109,9 +1202,13 @@ async fn installed_units_start_the_packaged_agent_by_socket_activation() {
         "/run/lwa-agent/lwa-agent.sock"
     );
 
-    // The sysadmin's step: point the installed config at this world (same file, same
-    // 0640 root:lwa-agent; only its contents change).
-    std::fs::write("/etc/lwa-agent/lwa-agent.toml", w.config("", "")).expect("write config");
+    // The sysadmin's steps: the host's certificate, key and chain in /etc/lwa-agent/pki
+    // (root only), and the installed config pointed at this world with Roles Anywhere
+    // (same file, same 0640 root:lwa-agent; only its contents change).
+    let ra = RolesAnywhereHost::new(w.dir.path()).await;
+    let _pki = PkiDir::install(&ra);
+    std::fs::write("/etc/lwa-agent/lwa-agent.toml", w.config("", &ra.section()))
+        .expect("write config");
 
     // Everything the service user must reach sits in a directory it can traverse.
     let base = w.dir.path();
@@ -1149,6 +1246,13 @@ async fn installed_units_start_the_packaged_agent_by_socket_activation() {
     assert_eq!(w.lwa.issued(), 1);
     let logs = agent.logs();
     assert!(logs.contains("passed by systemd"), "{logs}");
+    // AWS access through the certificate systemd passed from /etc/lwa-agent/pki.
+    let status = agent.get("/v1/status").await.json();
+    assert_eq!(
+        status["aws"]["credential_source"], "IAM Roles Anywhere",
+        "{status}"
+    );
+    ra.assert_used();
 
     // READY=1 with a status line, sent by the process running as lwa-agent.
     let messages = notifications(&notify, |m| m.iter().any(|m| m.contains("READY=1")));
@@ -1235,9 +1339,9 @@ fn notifications(sock: &UnixDatagram, done: impl Fn(&[String]) -> bool) -> Vec<S
 
 /// The packaged binary in an otherwise empty chroot: only /etc/hosts, /etc/resolv.conf,
 /// /etc/group, an /etc/nsswitch.conf that names sss and resolve, /dev/null, /dev/random,
-/// /dev/urandom, the config and AWS credentials. No HOME, no libc, no NSS modules. It
-/// reaches moto and the LWA endpoint by the name `localhost`, serves a token, reloads and
-/// stops; strace shows it never opens nsswitch.conf, a libnss_* module or /etc/passwd,
+/// /dev/urandom, the config and the Roles Anywhere credentials. No HOME, no libc, no NSS
+/// modules. It reaches Roles Anywhere (reqwest), moto (the AWS SDK) and the LWA endpoint
+/// by the name `localhost`, serves a token, reloads and stops; strace shows it never opens nsswitch.conf, a libnss_* module or /etc/passwd,
 /// connects nowhere but loopback, and makes only system calls the unit's
 /// SystemCallFilter= allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1293,14 +1397,18 @@ async fn the_packaged_binary_runs_alone_in_a_chroot_without_nss() {
         .unwrap_or_else(|e| panic!("mknod {} (needs root): {e}", path.display()));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     }
-    std::fs::write(
-        root.join("etc/lwa-agent/aws-credentials"),
-        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
-    )
-    .expect("aws credentials");
-    // The world's config, with every endpoint by name and the socket inside the chroot.
+    // AWS credentials through Roles Anywhere, from the certificate, key and chain in a
+    // credentials directory as systemd's LoadCredential= would pass them.
+    let ra = RolesAnywhereHost::new(base).await;
+    let credentials = root.join("run/credentials/lwa-agent.service");
+    std::fs::create_dir_all(&credentials).expect("mkdir credentials");
+    for (id, _, source) in ra.credentials() {
+        std::fs::copy(&source, credentials.join(id)).expect("copy credential");
+    }
+    // The world's config, with every endpoint (moto, LWA, Roles Anywhere) by name and the
+    // socket inside the chroot.
     let config = w
-        .config("", "")
+        .config("", &ra.section())
         .replace("127.0.0.1", "localhost")
         .replace(&w.socket().display().to_string(), "/run/lwa-agent.sock");
     assert!(config.contains("http://localhost:"), "{config}");
@@ -1311,8 +1419,8 @@ async fn the_packaged_binary_runs_alone_in_a_chroot_without_nss() {
     cmd.env_clear()
         .env("STATE_DIRECTORY", "/var/lib/lwa-agent")
         .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/etc/lwa-agent/aws-credentials",
+            "CREDENTIALS_DIRECTORY",
+            "/run/credentials/lwa-agent.service",
         )
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .args(["-f", "-qq", "-o"])
@@ -1330,6 +1438,12 @@ async fn the_packaged_binary_runs_alone_in_a_chroot_without_nss() {
     let r = agent.wait_for("/v1/token", 60, |r| r.status == 200).await;
     assert_eq!(r.json()["credential"], "default");
     assert_eq!(agent.get("/v1/health").await.status, 200);
+    let status = agent.get("/v1/status").await.json();
+    assert_eq!(
+        status["aws"]["credential_source"], "IAM Roles Anywhere",
+        "{status}"
+    );
+    ra.assert_used();
     // A token can be served before the start-up finishes; systemd reloads only after
     // READY=1, which comes with this log line.
     wait_for_log(&agent, "lwa-agent ready").await;
