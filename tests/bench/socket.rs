@@ -93,19 +93,33 @@ async fn wait_socket(path: &Path) {
     panic!("{} never listened", path.display());
 }
 
-async fn get_once(socket: &Path, path: &str) -> (u16, String) {
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// A keep-alive HTTP/1.1 connection to `socket`.
+async fn connect(socket: &Path) -> Sender {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("handshake");
     tokio::spawn(conn);
-    let req = Request::get(path)
+    tx
+}
+
+fn get(path: &str) -> Request<Empty<Bytes>> {
+    Request::get(path)
         .header("host", "localhost")
         .body(Empty::<Bytes>::new())
-        .expect("request");
-    let resp = tx.send_request(req).await.expect("send");
+        .expect("request")
+}
+
+async fn get_once(socket: &Path, path: &str) -> (u16, String) {
+    let resp = connect(socket)
+        .await
+        .send_request(get(path))
+        .await
+        .expect("send");
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
@@ -125,21 +139,11 @@ async fn load(socket: &Path, path: &'static str, conns: usize) -> Figures {
     for _ in 0..conns {
         let socket = socket.to_path_buf();
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::UnixStream::connect(&socket)
-                .await
-                .expect("connect");
-            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .expect("handshake");
-            tokio::spawn(conn);
+            let mut tx = connect(&socket).await;
             let mut latencies = Vec::with_capacity(100_000);
             while Instant::now() < deadline {
-                let req = Request::get(path)
-                    .header("host", "localhost")
-                    .body(Empty::<Bytes>::new())
-                    .expect("request");
                 let start = Instant::now();
-                let resp = tx.send_request(req).await.expect("send");
+                let resp = tx.send_request(get(path)).await.expect("send");
                 assert_eq!(resp.status(), 200);
                 let _ = resp.into_body().collect().await.expect("body");
                 latencies.push(start.elapsed());

@@ -6,3 +6,4 @@ pub mod lwa;
 pub mod moto;
 pub mod pki;
 pub mod rolesanywhere;
+pub mod serve;

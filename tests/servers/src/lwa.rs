@@ -6,17 +6,13 @@
 //! lifetimes, throttle, fail with 5xx, hang, or delay. It counts and records every call.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// What the endpoint does with the next requests.
@@ -78,22 +74,9 @@ impl FakeLwa {
             log: Arc::new(Mutex::new(Log::default())),
         };
         let server = lwa.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let server = server.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.answer(req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
+        crate::serve::spawn(listener, move |req| {
+            let server = server.clone();
+            async move { server.answer(req).await }
         });
         Ok(lwa)
     }

@@ -13,7 +13,6 @@
 //! It then issues session credentials (moto accepts any key), with a lifetime a test can
 //! shorten, or answers 403 / 400 / 429 / 500 when switched to. It counts and records calls.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -21,10 +20,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use x509_parser::certificate::X509Certificate;
@@ -121,22 +117,9 @@ impl FakeRolesAnywhere {
             log: Arc::new(Mutex::new(Log::default())),
         };
         let s = server.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let s = s.clone();
-                        async move { Ok::<_, Infallible>(s.answer(req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
+        crate::serve::spawn(listener, move |req| {
+            let s = s.clone();
+            async move { s.answer(req).await }
         });
         Ok(server)
     }
