@@ -1,4 +1,4 @@
-//! Group lookups from `/etc/group`, read directly instead of through glibc's `getgrnam`:
+//! User and group lookups from `/etc/passwd` and `/etc/group`, read directly instead of through glibc's `getgrnam`:
 //! in a static binary `getgrnam` would load NSS modules built for another glibc (SSSD
 //! hosts break that way). Written by hand because no maintained crate reads the file
 //! without going through NSS.
@@ -13,6 +13,27 @@ pub fn find_gid(group_file: &str, name: &str) -> Option<u32> {
         let _password = fields.next()?;
         let gid = fields.next()?;
         (group == name).then(|| gid.trim().parse().ok()).flatten()
+    })
+}
+
+/// Where users are, read without NSS.
+pub const PASSWD: &str = "/etc/passwd";
+
+/// The uid and primary gid of `name` in a passwd(5) file, or `None` when it is not there
+/// (or the file cannot be read).
+pub fn user_ids(name: &str, path: &Path) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    find_user(&text, name)
+}
+
+fn find_user(passwd_file: &str, name: &str) -> Option<(u32, u32)> {
+    passwd_file.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let user = fields.next()?;
+        let _password = fields.next()?;
+        let uid = fields.next()?.trim().parse().ok()?;
+        let gid = fields.next()?.trim().parse().ok()?;
+        (user == name).then_some((uid, gid))
     })
 }
 
@@ -45,5 +66,15 @@ mod tests {
         assert_eq!(find_gid(text, "er"), None);
         assert_eq!(find_gid(text, "broken"), None);
         assert_eq!(find_gid(text, "missing"), None);
+    }
+
+    #[test]
+    fn finds_the_ids_of_a_user_and_nothing_else() {
+        let text = "root:x:0:0:root:/root:/bin/bash\nlwa-agent:x:998:997::/:/usr/sbin/nologin\n\
+                    lwa:x:5:5::/:/bin/sh\nbad:x:notanumber:1::/:\n";
+        assert_eq!(find_user(text, "lwa-agent"), Some((998, 997)));
+        assert_eq!(find_user(text, "root"), Some((0, 0)));
+        assert_eq!(find_user(text, "lwa-agen"), None);
+        assert_eq!(find_user(text, "bad"), None);
     }
 }

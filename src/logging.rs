@@ -1,6 +1,6 @@
 //! Where log lines go: the journal when systemd connected stderr to it (`JOURNAL_STREAM`),
 //! else text or JSON on stderr. Fields are structured (credential, parameter, status) so
-//! `journalctl -o json` can filter on them.
+//! `journalctl -o json` can filter on them, under plain upper-case names (SPEC §7).
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -42,7 +42,13 @@ pub fn init(level: &str, format: Option<LogFormat>) {
     });
     let layer: Box<dyn Layer<_> + Send + Sync> = match format {
         LogFormat::Journald => match tracing_journald::layer() {
-            Ok(l) => Box::new(l.with_syslog_identifier("lwa-agent".into())),
+            // Plain field names (SPEC §7): `journalctl -u lwa-agent CREDENTIAL=default`.
+            // tracing-journald would prefix them (`F_CREDENTIAL`); none of the agent's
+            // field names collide with the journal's own (MESSAGE, PRIORITY, CODE_*…).
+            Ok(l) => Box::new(
+                l.with_syslog_identifier("lwa-agent".into())
+                    .with_field_prefix(None),
+            ),
             Err(e) => {
                 eprintln!("lwa-agent: cannot reach the journal ({e}); logging to stderr");
                 Box::new(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))

@@ -1,6 +1,7 @@
 //! AWS clients. Every client the agent builds comes from [`sdk_config`], the one place where
 //! region, endpoint, timeouts and the credentials provider are chosen.
 
+pub mod error;
 pub mod roles_anywhere;
 pub mod sns;
 pub mod ssm;

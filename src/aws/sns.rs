@@ -1,6 +1,5 @@
 //! Publishing rotation reminders to SNS.
 
-use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sns::types::MessageAttributeValue;
 
 /// One reminder, already rendered.
@@ -43,23 +42,24 @@ pub async fn publish(
     match req.send().await {
         Ok(out) => Ok(out.message_id.unwrap_or_default()),
         Err(e) => {
-            let code = e.code().unwrap_or("").to_string();
-            let hint = match code.as_str() {
-                "NotFound" | "NotFoundException" => {
-                    ": the topic does not exist: create it or fix rotation.topic_arn"
-                }
-                "AuthorizationError" | "AccessDenied" | "AccessDeniedException" => {
-                    ": allow sns:Publish on the topic for the agent's role"
-                }
-                _ => "",
-            };
-            let retryable = e.as_service_error().is_none()
-                || code.contains("Throttl")
-                || code.contains("InternalError")
-                || code.contains("ServiceUnavailable");
+            let d = super::error::describe(
+                &e,
+                &super::error::Call {
+                    what: "SNS Publish",
+                    permission: "sns:Publish on the topic",
+                },
+            );
+            let missing = matches!(d.code.as_deref(), Some("NotFound" | "NotFoundException"));
             Err(PublishError {
-                retryable,
-                message: format!("SNS Publish failed: {}{hint}", DisplayErrorContext(&e)),
+                retryable: d.class.is_transient(),
+                message: if missing {
+                    format!(
+                        "{}: the topic does not exist: create it or fix rotation.topic_arn",
+                        d.line
+                    )
+                } else {
+                    d.line
+                },
             })
         }
     }

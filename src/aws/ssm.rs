@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ssm::error::ProvideErrorMetadata;
 use secrecy::SecretString;
 
 /// GetParameters takes at most 10 names per call.
@@ -100,32 +100,24 @@ async fn get_parameters(
         .send()
         .await
         .map_err(|e| {
-            let code = e.code().unwrap_or("").to_string();
-            // Throttling and server faults say nothing about this parameter: they fail the
-            // whole read, which then backs off and retries, instead of being pinned on a
-            // parameter and left until the next refresh_interval.
-            let transient = code.contains("Throttl")
-                || code.contains("InternalServerError")
-                || code.contains("ServiceUnavailable")
-                || e.raw_response()
-                    .is_some_and(|r| r.status().is_server_error());
-            let reachable = e.as_service_error().is_some() && !transient;
-            let hint = match code.as_str() {
-                "AccessDeniedException" => {
-                    ": allow ssm:GetParameters on the parameters and kms:Decrypt on their key"
-                }
-                c if c.contains("KeyId") || c.contains("Kms") || c.contains("KMS") => {
-                    ": check the parameter's KMS key and the role's kms:Decrypt permission"
-                }
-                _ if !reachable => ": check network access to SSM and the AWS credentials",
-                _ => "",
-            };
+            let d = super::error::describe(
+                &e,
+                &super::error::Call {
+                    what: "SSM GetParameters",
+                    permission: "ssm:GetParameters on the parameters and kms:Decrypt on their key",
+                },
+            );
+            // Throttling, server faults and an unreachable SSM say nothing about this
+            // parameter: they fail the whole read, which then backs off and retries,
+            // instead of being pinned on a parameter and left until the next
+            // refresh_interval. So do credential problems: they concern every parameter.
+            let reachable = matches!(
+                d.class,
+                super::error::Class::Service | super::error::Class::AccessDenied
+            );
             CallError {
                 reachable,
-                message: format!(
-                    "SSM GetParameters failed: {}{hint}",
-                    DisplayErrorContext(&e)
-                ),
+                message: d.line,
             }
         })?;
     let params = out
@@ -186,10 +178,14 @@ pub async fn describe(
                 .send()
                 .await
                 .map_err(|e| {
-                    format!(
-                        "SSM DescribeParameters failed: {}: allow ssm:DescribeParameters for the agent's role",
-                        DisplayErrorContext(&e)
+                    super::error::describe(
+                        &e,
+                        &super::error::Call {
+                            what: "SSM DescribeParameters",
+                            permission: "ssm:DescribeParameters",
+                        },
                     )
+                    .line
                 })?;
             for p in page.parameters.unwrap_or_default() {
                 let Some(name) = p.name else { continue };
@@ -237,10 +233,13 @@ pub async fn create_marker(
     {
         Ok(_) => Ok(true),
         Err(e) if e.code() == Some("ParameterAlreadyExists") => Ok(false),
-        Err(e) => Err(format!(
-            "cannot create the fleet lock parameter {name}: {}: allow ssm:PutParameter on \
-             rotation.fleet_lock_prefix",
-            DisplayErrorContext(&e)
-        )),
+        Err(e) => Err(super::error::describe(
+            &e,
+            &super::error::Call {
+                what: &format!("SSM PutParameter of the fleet lock {name}"),
+                permission: "ssm:PutParameter on rotation.fleet_lock_prefix",
+            },
+        )
+        .line),
     }
 }

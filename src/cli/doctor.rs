@@ -3,8 +3,6 @@
 
 use std::time::SystemTime;
 
-use aws_sdk_sts::error::DisplayErrorContext;
-
 use super::Outcome;
 use crate::aws;
 use crate::config::Config;
@@ -58,8 +56,14 @@ pub async fn run(cfg: Config) -> Outcome {
         Err(e) => r.fail(
             "AWS identity",
             &format!(
-                "{}: the agent has no working AWS credentials ({})",
-                DisplayErrorContext(&e),
+                "{} (credential source: {})",
+                aws::error::describe(
+                    &e,
+                    &aws::error::Call {
+                        what: "STS GetCallerIdentity",
+                        permission: "nothing (GetCallerIdentity needs no permission)",
+                    },
+                ),
                 source.label()
             ),
         ),
@@ -123,10 +127,14 @@ pub async fn run(cfg: Config) -> Outcome {
             Ok(_) => r.ok("SNS topic", topic),
             Err(e) => r.fail(
                 "SNS topic",
-                &format!(
-                    "{topic}: {}: create the topic or allow sns:GetTopicAttributes and sns:Publish",
-                    aws_sdk_sns::error::DisplayErrorContext(&e)
-                ),
+                &aws::error::describe(
+                    &e,
+                    &aws::error::Call {
+                        what: &format!("SNS GetTopicAttributes on {topic}"),
+                        permission: "sns:GetTopicAttributes and sns:Publish on the topic",
+                    },
+                )
+                .line,
             ),
         }
     } else if cfg.rotation.enabled {

@@ -7,7 +7,6 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_sdk_ssm::error::DisplayErrorContext;
 use clap::ValueEnum;
 use hyper::Method;
 use secrecy::{ExposeSecret, SecretString};
@@ -152,11 +151,14 @@ async fn rotate(
         put = put.policies(p);
     }
     let written = put.send().await.map_err(|e| {
-        format!(
-            "SSM PutParameter on {parameter} failed: {}: allow ssm:PutParameter and kms:Encrypt \
-             for whoever runs put-secret",
-            DisplayErrorContext(&e)
+        crate::aws::error::describe(
+            &e,
+            &crate::aws::error::Call {
+                what: &format!("SSM PutParameter on {parameter}"),
+                permission: "ssm:PutParameter on the parameter and kms:Encrypt on its key",
+            },
         )
+        .line
     })?;
     let version = written.version;
     println!(

@@ -8,6 +8,7 @@
 
 pub mod decide;
 pub mod message;
+pub mod owner;
 pub mod policies;
 pub mod schedule;
 pub mod state;

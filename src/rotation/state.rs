@@ -3,16 +3,22 @@
 //!
 //! Invariants: the file is replaced atomically (temp file, fsync, rename, fsync of the
 //! directory), so a reader sees the old or the new state, never half of one; a reminder is
-//! recorded only after SNS accepted it; a corrupt file is moved aside, not fatal.
+//! recorded only after SNS accepted it; a corrupt file is moved aside, not fatal; every
+//! file here belongs to the directory's owner, whoever runs the command (`owner`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::owner::{wrong_owner, Owner};
+
 pub const FILE: &str = "rotation-state.json";
+/// flock(2)ed for the length of one check: one writer of the state per host.
+pub const LOCK: &str = "rotation.lock";
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct State {
@@ -74,9 +80,16 @@ pub fn load(dir: &Path) -> Result<State, String> {
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let owner = Owner::of_directory(dir)?;
+            let file_uid = std::fs::symlink_metadata(&path)
+                .map(|m| m.uid())
+                .unwrap_or(0);
+            return Err(wrong_owner(&path, file_uid, &owner));
+        }
         Err(e) => {
             return Err(format!(
-                "cannot read the rotation state {}: {e}: check the state directory's owner",
+                "cannot read the rotation state {}: {e}",
                 path.display()
             ))
         }
@@ -118,11 +131,16 @@ pub fn save(dir: &Path, state: &State) -> Result<(), String> {
             dir.display()
         )
     };
-    std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", e))?;
+    let owner = Owner::of_directory(dir)?;
     let tmp = dir.join(format!("{FILE}.tmp-{}", std::process::id()));
     let text = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
     {
         let mut f = std::fs::File::create(&tmp).map_err(|e| fail("write", e))?;
+        // Before the rename: the file is never visible with the wrong owner.
+        if let Err(e) = owner.adopt(&f, &tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         f.write_all(&text).map_err(|e| fail("write", e))?;
         f.sync_all().map_err(|e| fail("sync", e))?;
     }
@@ -137,20 +155,33 @@ pub fn save(dir: &Path, state: &State) -> Result<(), String> {
 /// Takes the state directory's lock for one check, without waiting: a check already
 /// running elsewhere means this one has nothing to add.
 pub fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create the state directory {}: {e}", dir.display()))?;
-    let path = dir.join("rotation.lock");
-    let file = std::fs::OpenOptions::new()
+    let owner = Owner::of_directory(dir)?;
+    let path = dir.join(LOCK);
+    // Root gives back what an older root run left as root's, the state file included,
+    // before anything is read; for anyone else this names what is wrong, in case the
+    // file cannot be opened below.
+    let problem = owner.check(&path).err();
+    if let Err(e) = owner.check(&dir.join(FILE)) {
+        tracing::warn!(error = %e, "the rotation state has the wrong owner");
+    }
+    let file = match std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| {
-            format!(
-                "cannot open {}: {e}: check the state directory's owner",
-                path.display()
-            )
-        })?;
+    {
+        Ok(f) => {
+            owner.adopt(&f, &path)?;
+            f
+        }
+        // flock(2) needs no write access: a lock file this user may only read still
+        // serves, so a wrong owner alone does not stop the check.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => std::fs::File::open(&path)
+            .map_err(|_| {
+                problem.unwrap_or_else(|| format!("cannot open {}: {e}", path.display()))
+            })?,
+        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+    };
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         format!(
             "another rotation check is running on this host ({} is locked: {e}); if both the \

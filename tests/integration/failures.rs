@@ -77,3 +77,58 @@ async fn a_missing_parameter_fails_only_its_credential() {
         .wait_for("/v1/token/broken", 70, |r| r.status == 200)
         .await;
 }
+
+/// What `lwa-agent check` prints when AWS cannot be used: one readable line per failure,
+/// the real cause first and advice that fits it (no SDK Debug text, no advice about a
+/// permission when the problem is the credentials or the network).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_errors_are_one_line_with_the_cause_and_fitting_advice() {
+    let w = World::new().await;
+    let config = w.write_config(&w.config("", ""));
+    let check = |env: &[(&str, &str)], config: &std::path::Path| {
+        let mut cmd = agent_command();
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("STATE_DIRECTORY", w.dir.path().join("state"))
+            .arg("--config")
+            .arg(config)
+            .args(["check", "--dry-run"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("lwa-agent runs");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        for bad in ["DispatchFailure", "ConnectorError", "source:", "Some("] {
+            assert!(!stderr.contains(bad), "Debug text in: {stderr}");
+        }
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        stderr
+    };
+
+    // No credentials anywhere (no keys, no instance metadata).
+    let said = check(&[], &config);
+    assert!(said.contains("no AWS credentials found"), "{said}");
+    assert!(said.contains("[aws.roles_anywhere]"), "{said}");
+    assert!(!said.contains("allow ssm:"), "{said}");
+
+    // Credentials, but nothing listens at the endpoint.
+    let closed = lwa_agent_testservers::moto::free_port();
+    let unreachable = w.dir.path().join("unreachable.toml");
+    std::fs::write(
+        &unreachable,
+        w.config("", "")
+            .replace(&w.endpoint(), &format!("http://127.0.0.1:{closed}")),
+    )
+    .expect("write");
+    let said = check(
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+        &unreachable,
+    );
+    assert!(said.contains("cannot reach AWS"), "{said}");
+    assert!(said.to_lowercase().contains("refused"), "{said}");
+    assert!(!said.contains("allow ssm:"), "{said}");
+}

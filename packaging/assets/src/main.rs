@@ -1,11 +1,13 @@
 //! Writes the man pages (`man8/lwa-agent.8` and one per subcommand) and the bash, zsh and
 //! fish completions, generated from
 //! the CLI definition itself so they never drift from it. packaging/build runs it:
-//! `cargo run --example generate-assets -- DIR`.
+//! `cargo run -p lwa-agent-assets -- DIR`.
 //!
-//! A cargo example rather than a subcommand of the agent: the generators stay out of the
-//! shipped binary, and `cargo test` still compiles this file, so a CLI change that breaks
-//! it fails the build.
+//! A workspace member of its own (the xtask pattern) rather than a subcommand of the
+//! agent, so the generators stay out of the shipped binary, and rather than an example of
+//! the main crate, so a package build does not compile the test servers and the other
+//! dev-dependencies. `cargo test --workspace` and clippy still compile it, so a CLI change
+//! that breaks it fails the build.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,13 +17,13 @@ use clap_complete::Shell;
 
 fn main() -> ExitCode {
     let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
-        eprintln!("usage: cargo run --example generate-assets -- OUTPUT_DIR");
+        eprintln!("usage: cargo run -p lwa-agent-assets -- OUTPUT_DIR");
         return ExitCode::from(2);
     };
     match generate(&dir) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("generate-assets: {e}");
+            eprintln!("lwa-agent-assets: {e}");
             ExitCode::from(1)
         }
     }

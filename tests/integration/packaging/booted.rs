@@ -1,0 +1,556 @@
+//! The packaged units under a real systemd booted as PID 1 (SPEC §8): the .deb installed
+//! on this machine, systemd 252 booted in a private pid + mount namespace with its own
+//! tmpfs /tmp and /run, driven with `nsenter … systemctl`. Socket activation, the sandbox
+//! (seccomp, no capabilities, ProtectSystem=…), LoadCredential=, the watchdog, the timer
+//! and journald are the real ones.
+//!
+//! The booted systemd shares this machine's file system (so the host's dpkg installs
+//! into it) and network (so moto and the LWA endpoint on 127.0.0.1 are reachable), but
+//! not its /run: the agent's socket is reached through `/proc/<pid>/root/run/…`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::*;
+
+/// A systemd booted as PID 1 of a new pid + mount namespace, killed when dropped.
+struct Booted {
+    unshare: std::process::Child,
+    /// systemd's pid as this machine sees it.
+    pid: i32,
+}
+
+/// Private /tmp first: at boot systemd-tmpfiles empties /tmp, and this machine's /tmp
+/// (the tests' own files, a running build) must survive. Private /run: the booted
+/// systemd's sockets, units in /run/systemd/system and the journal stay its own.
+const BOOT: &str = "mount --make-rprivate / && mount -t tmpfs tmpfs /tmp && \
+                    mount -t tmpfs tmpfs /run && mkdir -p /run/lock && \
+                    exec /lib/systemd/systemd --system --unit=multi-user.target";
+
+impl Booted {
+    fn boot() -> Booted {
+        let unshare = Command::new(tool("unshare"))
+            .args([
+                "--pid",
+                "--fork",
+                "--mount",
+                "--mount-proc",
+                "sh",
+                "-c",
+                BOOT,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("unshare starts (util-linux: run tests/setup)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let pid = loop {
+            if let Some(pid) = find_child(unshare.id()) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() == "systemd" {
+                    break pid;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "systemd did not start under unshare"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let booted = Booted { unshare, pid };
+        // `is-system-running --wait` returns once boot is over: running, or degraded when
+        // some unrelated unit of this machine failed.
+        let out = booted.systemctl(&["is-system-running", "--wait"]);
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            state == "running" || state == "degraded",
+            "the booted systemd is {state:?}"
+        );
+        booted.permit_service_starts();
+        booted
+    }
+
+    /// This machine's image has a /usr/sbin/policy-rc.d that refuses every service start
+    /// (a container convention), so the maintainer scripts' deb-systemd-invoke would do
+    /// nothing. A real host has none: inside the booted systemd's mount namespace only,
+    /// one that allows everything is mounted over it.
+    fn permit_service_starts(&self) {
+        if Path::new("/usr/sbin/policy-rc.d").exists() {
+            self.sh(
+                "printf '#!/bin/sh\\nexit 0\\n' > /run/policy-rc.d && chmod 755 /run/policy-rc.d \
+                 && mount --bind /run/policy-rc.d /usr/sbin/policy-rc.d",
+            );
+        }
+    }
+
+    /// A command inside every namespace of the booted systemd.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(tool("nsenter"));
+        cmd.args(["-t", &self.pid.to_string(), "-a", program]);
+        cmd
+    }
+
+    fn sh(&self, script: &str) -> String {
+        run(self.command("sh").args(["-c", script]))
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Output {
+        output(self.command("systemctl").args(args))
+    }
+
+    fn systemctl_ok(&self, args: &[&str]) -> String {
+        run(self.command("systemctl").args(args))
+    }
+
+    /// One property of a unit (`systemctl show -P`).
+    fn show(&self, unit: &str, property: &str) -> String {
+        self.systemctl_ok(&["show", "-P", property, unit])
+            .trim()
+            .to_string()
+    }
+
+    fn main_pid(&self) -> u32 {
+        self.show("lwa-agent.service", "MainPID")
+            .parse()
+            .expect("MainPID is a number")
+    }
+
+    /// Waits up to `secs` for `done`, naming `what` on failure.
+    fn wait(&self, what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{}",
+                self.journal(&["-n", "60"])
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn journal(&self, args: &[&str]) -> String {
+        let mut cmd = self.command("journalctl");
+        cmd.args(["--no-pager", "-o", "short-precise"]).args(args);
+        String::from_utf8_lossy(&output(&mut cmd).stdout).into_owned()
+    }
+
+    /// The agent's socket as lwa-agent.socket created it in the booted systemd's /run.
+    fn socket(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/{}/root/run/lwa-agent/lwa-agent.sock",
+            self.pid
+        ))
+    }
+
+    /// A drop-in in the booted systemd's /run (gone with it), then daemon-reload.
+    fn drop_in(&self, unit: &str, name: &str, text: &str) {
+        let dir = PathBuf::from(format!(
+            "/proc/{}/root/run/systemd/system/{unit}.d",
+            self.pid
+        ));
+        std::fs::create_dir_all(&dir).expect("drop-in dir");
+        std::fs::write(dir.join(format!("{name}.conf")), text).expect("drop-in");
+        self.systemctl_ok(&["daemon-reload"]);
+    }
+
+    /// dpkg inside the booted systemd's mount namespace, so the maintainer scripts see
+    /// it running (/run/systemd/system) and talk to it.
+    fn dpkg(&self, args: &[&str]) -> String {
+        run(self
+            .command("dpkg")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    }
+
+    /// Journal lines of the agent's units that show the sandbox refusing something.
+    fn sandbox_refusals(&self) -> Vec<String> {
+        self.journal(&["-u", "lwa-agent.service", "-u", "lwa-agent-check.service"])
+            .lines()
+            .filter(|l| {
+                l.contains("SIGSYS")
+                    || l.contains("Operation not permitted")
+                    || l.contains("Permission denied")
+                    || l.contains("status=31/SYS")
+            })
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Booted {
+    fn drop(&mut self) {
+        // PID 1 of the namespace: killing it kills everything it started.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.unshare.wait();
+    }
+}
+
+/// One token request on a new connection; `Err` says what went wrong.
+async fn token(socket: &Path) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    s.write_all(b"GET /v1/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| "no answer in 30 s".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&out);
+    parse(&text)
+        .map(|r| r.status)
+        .ok_or_else(|| format!("unparsable answer {text:?}"))
+}
+
+/// Clients asking for tokens in a loop until stopped; counts what failed.
+struct ClientLoop {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ClientLoop {
+    fn start(socket: PathBuf, clients: usize) -> ClientLoop {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, ok, failures, socket) =
+                    (stop.clone(), ok.clone(), failures.clone(), socket.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        match token(&socket).await {
+                            Ok(200) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(code) => failures
+                                .lock()
+                                .expect("lock")
+                                .push(format!("status {code}")),
+                            Err(e) => failures.lock().expect("lock").push(e),
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+            })
+            .collect();
+        ClientLoop {
+            stop,
+            ok,
+            failures,
+            tasks,
+        }
+    }
+
+    /// Stops the clients; panics unless every request got a token.
+    async fn finish(self, what: &str) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("client task");
+        }
+        let failures = self.failures.lock().expect("lock").clone();
+        let ok = self.ok.load(Ordering::Relaxed);
+        assert!(
+            failures.is_empty(),
+            "{} of {} token requests failed across {what}: {:?}",
+            failures.len(),
+            failures.len() as u64 + ok,
+            &failures[..failures.len().min(10)]
+        );
+        assert!(ok > 0, "no token request succeeded across {what}");
+        ok
+    }
+}
+
+/// The config the sysadmin writes, for this test world: the journal as the log (no
+/// `format`, so JOURNAL_STREAM chooses it) and `extra` (e.g. Roles Anywhere).
+fn installed_config(w: &World, extra: &str) -> String {
+    w.config("", extra).replace("format = \"text\"\n", "")
+}
+
+/// AWS keys for moto from a drop-in, where a site without Roles Anywhere would rely on
+/// the SDK's standard chain; instance metadata off so nothing leaves loopback.
+const STATIC_KEYS: &str = "[Service]\nEnvironment=AWS_ACCESS_KEY_ID=testing \
+                           AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true\n";
+
+/// The whole life of the package with Roles Anywhere, under a real systemd: the socket
+/// enabled by the package is listening at boot; the first request starts the service
+/// (Type=notify: READY=1 and STATUS=); the certificate, key and chain come from the
+/// root-only /etc/lwa-agent/pki through LoadCredential=; reload; the journal's fields;
+/// the watchdog restarts a stopped agent; a renewed certificate restarts it through
+/// lwa-agent-pki.path and an upgrade restarts it with zero failed requests; remove and
+/// purge with systemd running. Nothing in the sandbox is refused along the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_packaged_units_under_a_real_systemd() {
+    let p = packages();
+    let upgrade = upgrade_packages();
+    let _installed = Installed::new(&p.deb);
+    let w = World::new().await;
+    let ra = RolesAnywhereHost::new(w.dir.path()).await;
+    let _pki = PkiDir::install(&ra);
+    std::fs::write(
+        "/etc/lwa-agent/lwa-agent.toml",
+        installed_config(&w, &ra.section()),
+    )
+    .expect("write config");
+
+    let sd = Booted::boot();
+    // Boot: the package enabled the socket, so it listens; nothing started the agent yet.
+    assert_eq!(sd.show("lwa-agent.socket", "ActiveState"), "active");
+    assert_eq!(sd.show("lwa-agent.service", "ActiveState"), "inactive");
+    assert_eq!(sd.show("lwa-agent-pki.path", "ActiveState"), "active");
+
+    // The first request starts the service and gets a token once it is READY.
+    assert_eq!(token(&sd.socket()).await, Ok(200));
+    assert_eq!(sd.show("lwa-agent.service", "ActiveState"), "active");
+    assert_eq!(w.lwa.issued(), 1);
+    let status_text = sd.show("lwa-agent.service", "StatusText");
+    assert!(status_text.contains("default"), "STATUS=: {status_text:?}");
+    // Roles Anywhere with the files LoadCredential= passed from the root-only directory.
+    ra.assert_used();
+    let status = request(&sd.socket(), "GET", "/v1/status", &[]).await.json();
+    assert_eq!(
+        status["aws"]["credential_source"], "IAM Roles Anywhere",
+        "{status}"
+    );
+    let pid = sd.main_pid();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert!(
+        proc_status.contains("\nCapEff:\t0000000000000000"),
+        "{proc_status}"
+    );
+    assert!(
+        proc_status.contains("\nSeccomp:\t2"),
+        "seccomp filter on: {proc_status}"
+    );
+    assert!(proc_status.contains("\nNoNewPrivs:\t1"), "{proc_status}");
+
+    // systemctl reload: ExecReload= signals the agent, which re-reads and stays up.
+    sd.systemctl_ok(&["reload", "lwa-agent.service"]);
+    sd.wait("the reload in the journal", 20, || {
+        sd.journal(&["-u", "lwa-agent.service"]).contains("SIGHUP")
+    });
+    assert_eq!(sd.main_pid(), pid, "a reload is not a restart");
+    assert_eq!(token(&sd.socket()).await, Ok(200));
+
+    // Journal fields under plain names (SPEC §7): what the README tells sysadmins to type.
+    let by_field = sd.journal(&["-u", "lwa-agent.service", "CREDENTIAL=default"]);
+    assert!(
+        by_field.contains("lwa-agent"),
+        "journalctl -u lwa-agent CREDENTIAL=default found nothing:\n{}",
+        sd.journal(&["-u", "lwa-agent.service", "-o", "verbose", "-n", "5"])
+    );
+    let json = sd.journal(&["-u", "lwa-agent.service", "-o", "json"]);
+    assert!(!json.contains("\"F_"), "no prefixed fields: {json}");
+
+    // The check service as the sandboxed user, with the same credentials.
+    sd.systemctl_ok(&["start", "lwa-agent-check.service"]);
+    assert_eq!(sd.show("lwa-agent-check.service", "Result"), "success");
+    assert!(
+        sd.journal(&["-u", "lwa-agent-check.service"])
+            .contains("rotation check at"),
+        "{}",
+        sd.journal(&["-u", "lwa-agent-check.service"])
+    );
+
+    // A renewed certificate: the path unit restarts the agent; clients queue meanwhile.
+    let clients = ClientLoop::start(sd.socket(), 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let renewed = RolesAnywhereHost::renew(&ra, w.dir.path());
+    PkiDir::replace(&renewed);
+    sd.wait("the agent restarted for the new certificate", 30, || {
+        let now = sd.main_pid();
+        now != 0 && now != pid && sd.show("lwa-agent.service", "ActiveState") == "active"
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    clients.finish("a certificate renewal").await;
+    let pid = sd.main_pid();
+
+    // An upgrade while clients ask for tokens: the socket stays open, the new binary
+    // serves, and no request fails.
+    let clients = ClientLoop::start(sd.socket(), 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sd.dpkg(&["--install", upgrade.deb.to_str().expect("utf8")]);
+    sd.wait("the agent restarted by the upgrade", 30, || {
+        let now = sd.main_pid();
+        now != 0 && now != pid && sd.show("lwa-agent.service", "ActiveState") == "active"
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    clients.finish("the package upgrade").await;
+
+    // The watchdog: a stopped (wedged) agent is killed and restarted. WatchdogSec= is
+    // shortened by a drop-in only so the test does not wait 30 s.
+    sd.drop_in(
+        "lwa-agent.service",
+        "watchdog",
+        "[Service]\nWatchdogSec=3s\n",
+    );
+    sd.systemctl_ok(&["restart", "lwa-agent.service"]);
+    let pid = sd.main_pid();
+    let restarts: u32 = sd
+        .show("lwa-agent.service", "NRestarts")
+        .parse()
+        .expect("n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP");
+    sd.wait("the watchdog restart", 40, || {
+        let n: u32 = sd
+            .show("lwa-agent.service", "NRestarts")
+            .parse()
+            .unwrap_or(0);
+        n > restarts && sd.show("lwa-agent.service", "ActiveState") == "active"
+    });
+    assert!(
+        sd.journal(&["-u", "lwa-agent.service"])
+            .contains("Watchdog timeout"),
+        "the restart came from the watchdog"
+    );
+    assert_eq!(token(&sd.socket()).await, Ok(200));
+
+    // Nothing the agent or the check did was refused by the sandbox.
+    let refused = sd.sandbox_refusals();
+    assert!(refused.is_empty(), "the sandbox refused: {refused:#?}");
+
+    // Remove with systemd running: everything stops and stays masked; purge removes the
+    // state and every unit state.
+    sd.dpkg(&["--remove", "lwa-agent"]);
+    for unit in [
+        "lwa-agent.socket",
+        "lwa-agent.service",
+        "lwa-agent-pki.path",
+    ] {
+        assert_eq!(
+            sd.show(unit, "ActiveState"),
+            "inactive",
+            "{unit} after remove"
+        );
+    }
+    assert!(!sd.socket().exists(), "the socket file is gone");
+    sd.dpkg(&["--purge", "lwa-agent"]);
+    assert!(
+        !Path::new("/var/lib/lwa-agent").exists(),
+        "purge removes the state"
+    );
+    let enabled = sd.systemctl(&["is-enabled", "lwa-agent.socket"]);
+    assert!(!enabled.status.success(), "no unit state survives purge");
+    w.canaries.assert_absent(
+        "the journal",
+        &sd.journal(&["-u", "lwa-agent.service", "-u", "lwa-agent-check.service"]),
+    );
+}
+
+/// Without Roles Anywhere files the SetCredential= fallbacks let the units start; a
+/// `sudo lwa-agent check` leaves the state usable by the sandboxed check service (and
+/// gives back files an older version left as root's); the timer is listed; an invalid
+/// config stops the agent with exit 2 and no restart loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_commands_fallback_credentials_timer_and_invalid_config_under_a_real_systemd() {
+    let p = packages();
+    let _installed = Installed::new(&p.deb);
+    let w = World::new().await;
+    let _ = std::fs::remove_dir_all(PkiDir::DIR);
+    std::fs::write("/etc/lwa-agent/lwa-agent.toml", installed_config(&w, ""))
+        .expect("write config");
+    let sd = Booted::boot();
+    sd.drop_in("lwa-agent.service", "keys", STATIC_KEYS);
+    sd.drop_in("lwa-agent-check.service", "keys", STATIC_KEYS);
+
+    // No certificate, key or chain: LoadCredential= falls back, the agent starts.
+    assert_eq!(token(&sd.socket()).await, Ok(200));
+
+    // An older version's root run left root-owned, root-only state behind…
+    let state = Path::new("/var/lib/lwa-agent");
+    sd.systemctl_ok(&["start", "lwa-agent-check.service"]);
+    let (uid, gid, _, _) = passwd_entry("lwa-agent").expect("the package made the user");
+    for f in ["rotation.lock", "rotation-state.json"] {
+        let path = state.join(f);
+        assert!(path.exists(), "the check service wrote {f}");
+        std::os::unix::fs::chown(&path, Some(0), Some(0)).expect("chown");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    // …which the sandboxed service cannot use, and says exactly how to repair.
+    let failed = sd.systemctl(&["start", "lwa-agent-check.service"]);
+    assert!(
+        !failed.status.success(),
+        "a root-only state must not pass silently"
+    );
+    let said = sd.journal(&["-u", "lwa-agent-check.service"]);
+    assert!(
+        said.contains(&format!("sudo chown -R {uid}:{gid} /var/lib/lwa-agent")),
+        "{said}"
+    );
+    // The sysadmin runs the check as root, as the README shows: it gives the files back
+    // and creates nothing as root.
+    let mut check = agent_command();
+    check
+        .arg("--config")
+        .arg("/etc/lwa-agent/lwa-agent.toml")
+        .arg("check")
+        .env("STATE_DIRECTORY", state);
+    let out = run(&mut check);
+    assert!(out.contains("rotation check at"), "{out}");
+    for entry in std::fs::read_dir(state).expect("state dir").flatten() {
+        let meta = entry.metadata().expect("meta");
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (uid, gid),
+            "{} belongs to the service user",
+            entry.path().display()
+        );
+    }
+    sd.systemctl_ok(&["start", "lwa-agent-check.service"]);
+    assert_eq!(sd.show("lwa-agent-check.service", "Result"), "success");
+
+    // The timer, for sites that prefer it to the in-process cron.
+    sd.systemctl_ok(&["enable", "--now", "lwa-agent-check.timer"]);
+    let timers = sd.systemctl_ok(&["list-timers", "--all", "--no-pager"]);
+    assert!(timers.contains("lwa-agent-check.timer"), "{timers}");
+
+    // An invalid config: exit 2, and RestartPreventExitStatus=2 stops the loop.
+    std::fs::write(
+        "/etc/lwa-agent/lwa-agent.toml",
+        installed_config(&w, "[nonsense]\nkey = 1\n"),
+    )
+    .expect("write config");
+    let _ = sd.systemctl(&["restart", "lwa-agent.service"]);
+    sd.wait("the agent to fail on the config", 20, || {
+        sd.show("lwa-agent.service", "ActiveState") == "failed"
+    });
+    assert_eq!(sd.show("lwa-agent.service", "ExecMainStatus"), "2");
+    // Longer than RestartSec=5s: a restart would have happened by now.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(sd.show("lwa-agent.service", "ActiveState"), "failed");
+    assert_eq!(sd.show("lwa-agent.service", "NRestarts"), "0");
+    let said = sd.journal(&["-u", "lwa-agent.service"]);
+    assert!(
+        said.contains("nonsense"),
+        "the journal names the bad key:\n{said}"
+    );
+
+    let refused = sd.sandbox_refusals();
+    let unexpected: Vec<&String> = refused
+        .iter()
+        // The root-only state above was refused on purpose.
+        .filter(|l| !l.contains("/var/lib/lwa-agent"))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "the sandbox refused: {unexpected:#?}"
+    );
+    w.canaries.assert_absent(
+        "the journal",
+        &sd.journal(&["-u", "lwa-agent.service", "-u", "lwa-agent-check.service"]),
+    );
+}
