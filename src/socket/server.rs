@@ -27,6 +27,9 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
 /// How long shutdown waits for answers in flight.
 pub const DRAIN: Duration = Duration::from_secs(5);
+/// At shutdown, how long a connection that has not sent its request yet may still send
+/// it. Clients write the request right after connecting, so it is normally there already.
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 pub async fn serve(listener: UnixListener, agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -85,8 +88,15 @@ async fn connection(
     agent: Arc<Agent>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Set when the first request head has been read. hyper's graceful shutdown closes a
+    // connection it has read nothing from, even when the client's request already sits
+    // in the socket buffer: during a restart (upgrade, certificate renewal) that would
+    // fail a client that connected a moment before SIGTERM.
+    let first = Arc::new(FirstRequest::default());
+    let seen = first.clone();
     let service = service_fn(move |req| {
         let agent = agent.clone();
+        seen.mark();
         async move { Ok::<_, Infallible>(super::api::handle(&agent, &peer, req).await) }
     });
     let conn = http1::Builder::new()
@@ -97,14 +107,51 @@ async fn connection(
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, uid = peer.uid, "connection ended with an error");
-            }
+            log_end(r, &peer);
             return;
         }
         _ = shutdown.changed() => {}
         _ = tokio::time::sleep(MAX_CONNECTION_AGE) => {}
     }
+    if !first.seen() {
+        tokio::select! {
+            r = conn.as_mut() => {
+                log_end(r, &peer);
+                return;
+            }
+            _ = first.notify.notified() => {}
+            _ = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+        }
+    }
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(DRAIN, conn).await;
+}
+
+fn log_end(r: Result<(), hyper::Error>, peer: &Peer) {
+    if let Err(e) = r {
+        tracing::debug!(error = %e, uid = peer.uid, "connection ended with an error");
+    }
+}
+
+/// Whether a connection has sent a request yet; costs one relaxed load per request
+/// after the first.
+#[derive(Default)]
+struct FirstRequest {
+    seen: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl FirstRequest {
+    fn mark(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.seen.load(Ordering::Relaxed) {
+            self.seen.store(true, Ordering::Relaxed);
+            // A stored permit: a shutdown that starts waiting later returns at once.
+            self.notify.notify_one();
+        }
+    }
+
+    fn seen(&self) -> bool {
+        self.seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }

