@@ -3,6 +3,7 @@
 
 pub mod roles_anywhere;
 pub mod sns;
+pub mod sqs;
 pub mod ssm;
 
 use std::time::Duration;

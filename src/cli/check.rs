@@ -9,13 +9,33 @@ pub async fn run(cfg: Config, dry_run: bool, json: bool) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::Failed(e),
     };
-    let checker = rotation::Checker::new(
+    let mut checker = rotation::Checker::new(
         &cfg,
         &sdk,
         rotation::state::directory(),
         None,
         source.certificate_expiry(),
     );
+    // The timer's check asks Amazon for a new secret when one is due; the running agent's
+    // listener completes it when the secret arrives.
+    checker.auto = match rotation::auto::Rotator::new(
+        &cfg,
+        rotation::auto::Parts {
+            sdk: sdk.clone(),
+            lwa: match crate::lwa::exchange::LwaClient::new(&cfg.lwa) {
+                Ok(l) => std::sync::Arc::new(l),
+                Err(e) => return Outcome::Failed(e),
+            },
+            notifier: checker.notifier.clone(),
+            state_dir: rotation::state::directory(),
+            metrics: None,
+            params: None,
+            background: false,
+        },
+    ) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(e),
+    };
     let report = match checker.run(dry_run).await {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("rotation check failed: {e}")),
@@ -62,7 +82,10 @@ pub fn render(r: &Report) -> String {
             p.version.map(|v| v.to_string()).unwrap_or_else(dash),
             p.age_days.map(|v| v.to_string()).unwrap_or_else(dash),
             p.state,
-            p.action,
+            match &p.auto_rotation {
+                Some(a) => format!("{} [{a}]", p.action),
+                None => p.action.clone(),
+            },
             p.error
                 .as_ref()
                 .map(|e| format!(": {e}"))
