@@ -449,9 +449,9 @@ async fn an_expiry_notification_starts_a_rotation() {
 async fn rotate_command_dry_run_does_nothing_and_the_real_run_rotates() {
     let a = Auto::new(|_| {}).await;
     let state = a.w.dir.path().join("state");
-    // Not due for a day: the command runs anyway.
+    // Not due for an hour: the command runs anyway.
     let config = a.config(&Opts {
-        rotate_after: "1d",
+        rotate_after: "1h",
         ..Opts::default()
     });
     let out = a.lwa_agent(
