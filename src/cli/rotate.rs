@@ -34,8 +34,8 @@ pub async fn run(
     }
     if cfg.rotation.auto.is_none() {
         return Outcome::Usage(format!(
-            "automatic rotation is not configured in {}: add a [rotation.auto] table \
-             (see /usr/share/doc/lwa-agent/automatic-rotation.md)",
+            "automatic rotation is not configured in {}: add a [rotation.auto] table (the \
+             example config has one; the guide is docs/automatic-rotation.md)",
             cfg.file.display()
         ));
     }

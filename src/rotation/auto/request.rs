@@ -522,7 +522,13 @@ impl Rotator {
         } else {
             None
         };
+        let asked = matches!(
+            label.as_deref(),
+            Some("rotation_started" | "rotation_requested" | "rotation_by_other_host")
+        );
         let state = match self.records().get(&credential.name) {
+            // Just asked (in the daemon the request may not be recorded yet).
+            _ if asked => PlanState::InProgress(humantime::format_rfc3339_seconds(now).to_string()),
             Some(r) if r.needs_attention && r.parameter_version == Some(version) => {
                 PlanState::Failed(r.error.clone().unwrap_or_else(|| "see the alert".into()))
             }
