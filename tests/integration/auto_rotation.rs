@@ -869,3 +869,54 @@ async fn config_check_and_doctor_cover_automatic_rotation() {
     );
     a.w.canaries.assert_absent("doctor", &stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_stays_until_ssm_holds_the_new_secret() {
+    let a = Auto::new(|_| {}).await;
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    // The write will fail: the parameter is gone (a cached token keeps being served).
+    a.w.ssm()
+        .await
+        .delete_parameter()
+        .name(SECRET_PARAM)
+        .send()
+        .await
+        .expect("delete");
+    let new = format!("{}-ROTATED", a.w.canaries.client_secret);
+    a.w.lwa.update(|s| s.client_secrets.push(new.clone()));
+    app_management::send_to_queue(
+        &a.new_queue,
+        &app_management::new_secret_notification(
+            CLIENT_ID,
+            &new,
+            SystemTime::now() + Duration::from_secs(180 * 86400),
+            SystemTime::now() + Duration::from_secs(7 * 86400),
+        ),
+    )
+    .await
+    .expect("send");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent.logs().contains("the message stays in the queue") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed write:\n{}",
+            agent.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        a.depth(&a.new_queue).await,
+        1,
+        "not deleted: SSM does not hold it"
+    );
+    assert_eq!(agent.get("/v1/token").await.status, 200);
+    a.w.canaries.assert_absent("logs", &agent.logs());
+}
