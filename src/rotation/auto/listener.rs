@@ -123,9 +123,16 @@ impl Rotator {
                         r.error = None;
                     });
                 }
+                // A message being worked on right now may be this very secret: give it
+                // until the next round rather than alert about a secret that did come.
+                Waiting::TimedOut if self.busy() => {}
                 Waiting::TimedOut => self.timed_out(&credential, &record).await,
             }
         }
+    }
+
+    fn busy(&self) -> bool {
+        self.handling.lock().map(|h| !h.is_empty()).unwrap_or(false)
     }
 
     async fn timed_out(&self, credential: &str, record: &crate::rotation::state::AutoRotation) {
