@@ -18,6 +18,9 @@ use crate::harness::*;
 struct Opts<'a> {
     /// The in-process rotation check runs every second.
     cron: bool,
+    /// Reminders: when due, and how often again.
+    warn_after: &'a str,
+    repeat_every: &'a str,
     rotate_after: &'a str,
     expiry_queue: bool,
     /// Another AWS endpoint (a proxy in front of moto).
@@ -30,6 +33,8 @@ impl Default for Opts<'_> {
     fn default() -> Self {
         Opts {
             cron: true,
+            warn_after: "1h",
+            repeat_every: "1h",
             rotate_after: "3s",
             expiry_queue: false,
             endpoint: None,
@@ -47,6 +52,8 @@ struct Auto {
     topic: String,
     /// Subscribed to the topic: what the agent published.
     sns_queue: String,
+    /// Everything read from `sns_queue` so far (reading deletes).
+    seen: std::sync::Mutex<Vec<serde_json::Value>>,
 }
 
 const LOCKS: &str = "/erp/lwa-agent/locks";
@@ -77,6 +84,7 @@ impl Auto {
             expiry_queue,
             topic,
             sns_queue,
+            seen: std::sync::Mutex::default(),
         }
     }
 
@@ -84,12 +92,14 @@ impl Auto {
         let text = self.w.config_parts(&Parts {
             ssm: &format!("refresh_interval = \"{}\"", o.ssm_refresh),
             extra: &format!(
-                "[rotation]\nenabled = {cron}\nschedule = \"* * * * * *\"\nwarn_after = \"1h\"\n\
-                 expire_after = \"2h\"\nrepeat_every = \"1h\"\ntopic_arn = \"{topic}\"\n\
+                "[rotation]\nenabled = {cron}\nschedule = \"* * * * * *\"\nwarn_after = \"{warn}\"\n\
+                 expire_after = \"2h\"\nrepeat_every = \"{repeat}\"\ntopic_arn = \"{topic}\"\n\
                  fleet_lock_prefix = \"{LOCKS}\"\n\n[rotation.auto]\n\
                  new_secret_queue_url = \"{new}\"\n{expiry}rotate_after = \"{after}\"\n\
                  sp_api_endpoint = \"{app}\"\nwait_for_secret = \"20s\"\n",
                 cron = o.cron,
+                warn = o.warn_after,
+                repeat = o.repeat_every,
                 topic = self.topic,
                 new = self.new_queue,
                 expiry = if o.expiry_queue {
@@ -240,14 +250,16 @@ impl Auto {
     /// SNS messages whose subject contains `needle`, waiting for `at_least`.
     async fn published(&self, needle: &str, at_least: usize, secs: u64) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut all = Vec::new();
         loop {
-            all.extend(self.w.messages(&self.sns_queue, 0, 1).await);
+            let got = self.w.messages(&self.sns_queue, 0, 1).await;
+            let mut all = self.seen.lock().expect("seen");
+            all.extend(got);
             let found: Vec<serde_json::Value> = all
                 .iter()
                 .filter(|m| m["Subject"].as_str().unwrap_or("").contains(needle))
                 .cloned()
                 .collect();
+            drop(all);
             if found.len() >= at_least || Instant::now() > deadline {
                 return found;
             }
@@ -632,7 +644,31 @@ async fn a_restarted_host_completes_what_it_asked_for_before_it_was_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_secret_lwa_rejects_is_not_written_and_a_person_is_alerted() {
     let a = Auto::new(|s| s.new_secret_valid = false).await;
-    let agent = a.agent(&Opts::default(), "host-a").await;
+    // Reminders are due at once and repeat every 4 s: first they say the rotation is on
+    // its way, then that it failed.
+    let agent = a
+        .agent(
+            &Opts {
+                warn_after: "1s",
+                repeat_every: "4s",
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    let on_its_way = a
+        .published(&format!("{SECRET_PARAM}: automatic rotation"), 1, 30)
+        .await;
+    assert!(
+        !on_its_way.is_empty(),
+        "no 'on its way' reminder:\n{}",
+        agent.logs()
+    );
+    let text = on_its_way[0]["Message"].as_str().expect("body");
+    assert!(
+        text.contains("Nothing to do") && !text.contains("put-secret"),
+        "asks no one to act: {text}"
+    );
     let alerts = a.published("ALERT", 1, 60).await;
     assert_eq!(alerts.len(), 1, "one alert\nlogs:\n{}", agent.logs());
     let body = alerts[0]["Message"].as_str().expect("body");
@@ -661,11 +697,26 @@ async fn a_new_secret_lwa_rejects_is_not_written_and_a_person_is_alerted() {
         .await
         .body
         .contains("lwa_agent_auto_rotation_needs_attention{credential=\"default\"} 1"));
+    // The reminder now asks a person, saying why.
+    let by_hand = a
+        .published("by hand: automatic rotation failed", 1, 30)
+        .await;
+    assert!(
+        !by_hand.is_empty(),
+        "no 'by hand' reminder:\n{}",
+        agent.logs()
+    );
+    let text = by_hand[0]["Message"].as_str().expect("body");
+    assert!(
+        text.starts_with("THE AUTOMATIC ROTATION OF") && text.contains("put-secret"),
+        "{text}"
+    );
     let new = a.app.accepted()[0].new_secret.clone().expect("secret");
     for (what, text) in [
         ("logs", agent.logs()),
         ("status", status.body.clone()),
         ("alert", format!("{alerts:?}")),
+        ("reminders", format!("{on_its_way:?}{by_hand:?}")),
     ] {
         a.w.canaries.assert_absent(what, &text);
         assert!(!text.contains(&new), "{what} contains the new secret");
