@@ -252,14 +252,14 @@ impl Auto {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let got = self.w.messages(&self.sns_queue, 0, 1).await;
-            let mut all = self.seen.lock().expect("seen");
-            all.extend(got);
-            let found: Vec<serde_json::Value> = all
-                .iter()
-                .filter(|m| m["Subject"].as_str().unwrap_or("").contains(needle))
-                .cloned()
-                .collect();
-            drop(all);
+            let found: Vec<serde_json::Value> = {
+                let mut all = self.seen.lock().expect("seen");
+                all.extend(got);
+                all.iter()
+                    .filter(|m| m["Subject"].as_str().unwrap_or("").contains(needle))
+                    .cloned()
+                    .collect()
+            };
             if found.len() >= at_least || Instant::now() > deadline {
                 return found;
             }

@@ -31,7 +31,7 @@ use super::machine::{self, outcome};
 use super::notification::{self, NewSecret, Notification};
 use super::{text, Rotator};
 use crate::aws::sqs::{self, Received};
-use crate::aws::ssm;
+use crate::aws::ssm::{self, Parameter};
 use crate::backoff::Backoff;
 use crate::lwa::app_management::ROTATION_SCOPE;
 use crate::lwa::exchange::{ExchangeError, Grant, GrantKind};
@@ -104,7 +104,7 @@ impl Rotator {
                 self.on_expiry(queue, &m, e).await;
                 Handled::Expiry
             }
-            Notification::NewSecret(n) => self.on_new_secret(queue, &m, &app, n).await,
+            Notification::NewSecret(n) => self.on_new_secret(queue, &m, &app, n, &values).await,
         };
         if let Ok(mut set) = self.handling.lock() {
             set.remove(&m.id);
@@ -133,7 +133,14 @@ impl Rotator {
     }
 
     /// Steps 2 to 8 for a new secret of a configured app.
-    async fn on_new_secret(&self, queue: &str, m: &Received, app: &App, n: NewSecret) -> Handled {
+    async fn on_new_secret(
+        &self,
+        queue: &str,
+        m: &Received,
+        app: &App,
+        n: NewSecret,
+        values: &HashMap<String, Parameter>,
+    ) -> Handled {
         let parameter = app.key_parameter().to_string();
         tracing::info!(
             message_id = %m.id,
@@ -163,7 +170,7 @@ impl Rotator {
         let wrote = !needed.is_empty();
         if wrote {
             // 4. Prove it.
-            match self.prove(app, &n.secret, window).await {
+            match self.prove(app, &n.secret, window, values).await {
                 Proof::Accepted => {
                     tracing::info!(parameter = %parameter, "automatic rotation: LWA accepted the new secret");
                 }
@@ -287,11 +294,13 @@ impl Rotator {
 
     /// A real LWA exchange with the new secret: with the app's refresh token, or, for an
     /// app with only grantless credentials, with the rotation scope.
-    async fn prove(&self, app: &App, secret: &SecretString, window: Duration) -> Proof {
-        let values = match self.read_values().await {
-            Ok(v) => v,
-            Err(e) => return Proof::Unreachable(e),
-        };
+    async fn prove(
+        &self,
+        app: &App,
+        secret: &SecretString,
+        window: Duration,
+        values: &HashMap<String, Parameter>,
+    ) -> Proof {
         let kind = match app
             .prover
             .as_ref()

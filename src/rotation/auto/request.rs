@@ -242,10 +242,11 @@ impl Rotator {
                                 .rotate_client_secret(&token.access_token)
                                 .await
                         }
-                        Err(e) => Err(crate::lwa::app_management::RotateError::Refused {
-                            status: 0,
-                            message: format!("no grantless token: {e}"),
-                            hint: "",
+                        // Nothing was sent: retried like a refused connection.
+                        Err(e) => Err(crate::lwa::app_management::RotateError::Transport {
+                            url: self.app_management.url().to_string(),
+                            reason: format!("no grantless token: {e}"),
+                            sent: false,
                         }),
                     };
                     match &result {
