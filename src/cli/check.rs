@@ -1,4 +1,6 @@
-//! `lwa-agent check [--dry-run] [--json]`: one rotation check now (what the timer runs).
+//! `lwa-agent check [--dry-run] [--json]`: one rotation check now (what the timer runs):
+//! reminders, and with `[rotation.auto]` the request for a due client secret's rotation
+//! (the running agent's listener completes it when the new secret arrives).
 
 use super::Outcome;
 use crate::config::Config;

@@ -64,9 +64,10 @@ pub enum Command {
     /// Online checks: AWS identity, each parameter, each LWA exchange, the SNS topic, the
     /// rotation queues
     Doctor,
-    /// Run one rotation check now: parameter ages and SNS reminders (what the timer runs)
+    /// Run one rotation check now: parameter ages, SNS reminders and, with [rotation.auto],
+    /// automatic rotations that are due (what the timer runs)
     Check {
-        /// Report what would be sent, publish nothing, change no state
+        /// Report what would be sent or rotated; publish, ask and change nothing
         #[arg(long)]
         dry_run: bool,
         /// Print the report as JSON

@@ -1,5 +1,7 @@
 //! Rotation reminders (SPEC §5): the parameter-age check that runs from the in-process cron
-//! or `lwa-agent check`, publishing one SNS reminder per due parameter.
+//! or `lwa-agent check`, publishing one SNS reminder per due parameter. With
+//! `[rotation.auto]` the same check starts the automatic rotation (`auto`, SPEC §9) of a
+//! client secret older than `rotate_after`.
 //!
 //! Invariants: a reminder is recorded as sent only after SNS accepted it (or another host's
 //! fleet marker proves it went out), so a failure is retried on the next run and never
