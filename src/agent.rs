@@ -21,6 +21,8 @@ pub struct Agent {
     pub rotation: crate::rotation::SharedStatus,
     /// How long a request waits for an exchange in flight before it gets a 503.
     pub request_wait: Duration,
+    /// The automatic rotation, when `[rotation.auto]` is configured (set once at start).
+    pub auto_rotation: std::sync::OnceLock<Arc<crate::rotation::auto::Rotator>>,
 }
 
 impl Agent {
@@ -42,6 +44,7 @@ impl Agent {
             aws_source,
             rotation: Default::default(),
             request_wait,
+            auto_rotation: std::sync::OnceLock::new(),
         }
     }
 

@@ -72,10 +72,38 @@ pub async fn run(config: Config) -> Result<(), String> {
             ),
         );
     }
+    let auto = rotation::auto::Rotator::new(
+        &config,
+        rotation::auto::Parts {
+            sdk: sdk.clone(),
+            lwa: lwa.clone(),
+            notifier: rotation::notify::Notifier::new(
+                &config.rotation,
+                &sdk,
+                Some(metrics.clone()),
+            ),
+            state_dir: rotation::state::directory(),
+            metrics: Some(metrics.clone()),
+            params: Some(params.clone()),
+            background: true,
+        },
+    )?;
     let agent = Arc::new(Agent::new(config, params, slots, metrics, aws_source));
+    if let Some(auto) = &auto {
+        let _ = agent.auto_rotation.set(auto.clone());
+        if auto.auto().enabled {
+            // Whichever host receives a new secret completes it: listen for as long as
+            // the agent runs.
+            auto.listen();
+        } else {
+            tracing::info!(
+                "automatic rotation configured but disabled (rotation.auto.enabled = false)"
+            );
+        }
+    }
 
     // Kept alive for the life of the daemon: dropping it stops the schedule.
-    let _scheduler = start_rotation(&agent, &sdk).await?;
+    let _scheduler = start_rotation(&agent, &sdk, auto).await?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(socket::server::serve(listener, agent.clone(), shutdown_rx));
@@ -119,6 +147,7 @@ pub async fn run(config: Config) -> Result<(), String> {
 async fn start_rotation(
     agent: &Arc<Agent>,
     sdk: &aws_config::SdkConfig,
+    auto: Option<Arc<rotation::auto::Rotator>>,
 ) -> Result<Option<tokio_cron_scheduler::JobScheduler>, String> {
     let cfg = &agent.config;
     if !cfg.rotation.enabled {
@@ -132,13 +161,15 @@ async fn start_rotation(
     if let Ok(mut s) = agent.rotation.lock() {
         s.last_reminder = rotation::state::load_readonly(&state_dir).last_reminder();
     }
-    let checker = Arc::new(rotation::Checker::new(
+    let mut checker = rotation::Checker::new(
         cfg,
         sdk,
         state_dir,
         Some(agent.metrics.clone()),
         agent.aws_source.certificate_expiry(),
-    ));
+    );
+    checker.auto = auto;
+    let checker = Arc::new(checker);
     // A first look (a dry run: nothing sent) so that status and metrics show every watched
     // parameter's state before the first scheduled check, which may be a day away.
     let (first, status) = (checker.clone(), agent.rotation.clone());

@@ -21,6 +21,7 @@ pub struct Metrics {
     exchanges: Mutex<BTreeMap<(String, String), u64>>,
     ssm_calls: Mutex<BTreeMap<String, u64>>,
     reminders: Mutex<BTreeMap<String, u64>>,
+    auto_rotation: Mutex<BTreeMap<String, u64>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, by: u64) {
@@ -40,6 +41,7 @@ impl Metrics {
             exchanges: Mutex::default(),
             ssm_calls: Mutex::default(),
             reminders: Mutex::default(),
+            auto_rotation: Mutex::default(),
         }
     }
 
@@ -75,6 +77,12 @@ impl Metrics {
 
     pub fn reminder(&self, result: &str) {
         bump(&self.reminders, result.to_string(), 1);
+    }
+
+    /// One event of the automatic rotation (a fixed set of labels: rotated, message_malformed,
+    /// rotate_call_throttled, receive_error, …; never a value from a message).
+    pub fn auto_rotation_event(&self, event: &str) {
+        bump(&self.auto_rotation, event.to_string(), 1);
     }
 
     pub fn ssm_call_count(&self) -> u64 {
@@ -172,6 +180,66 @@ impl Metrics {
         }
         header(
             &mut out,
+            "lwa_agent_auto_rotation_events_total",
+            "counter",
+            "Automatic rotation events (rotate calls, messages, proofs, writes, reports), by event.",
+        );
+        if let Ok(m) = self.auto_rotation.lock() {
+            for (event, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "lwa_agent_auto_rotation_events_total{{event=\"{}\"}} {n}",
+                    escape(event)
+                );
+            }
+        }
+        if !gauges.auto_rotations.is_empty() {
+            header(
+                &mut out,
+                "lwa_agent_auto_rotation_outcome",
+                "gauge",
+                "1 for each credential's last automatic rotation outcome (requesting, waiting_for_secret, rotated, failed).",
+            );
+            for a in &gauges.auto_rotations {
+                let _ = writeln!(
+                    out,
+                    "lwa_agent_auto_rotation_outcome{{credential=\"{}\",outcome=\"{}\"}} 1",
+                    escape(&a.credential),
+                    escape(&a.outcome)
+                );
+            }
+            header(
+                &mut out,
+                "lwa_agent_auto_rotation_timestamp_seconds",
+                "gauge",
+                "When each credential's last automatic rotation outcome was recorded (Unix time).",
+            );
+            for a in &gauges.auto_rotations {
+                if let Some(at) = a.at {
+                    let _ = writeln!(
+                        out,
+                        "lwa_agent_auto_rotation_timestamp_seconds{{credential=\"{}\"}} {at}",
+                        escape(&a.credential)
+                    );
+                }
+            }
+            header(
+                &mut out,
+                "lwa_agent_auto_rotation_needs_attention",
+                "gauge",
+                "1 when a credential's automatic rotation failed in a way only a person can fix.",
+            );
+            for a in &gauges.auto_rotations {
+                let _ = writeln!(
+                    out,
+                    "lwa_agent_auto_rotation_needs_attention{{credential=\"{}\"}} {}",
+                    escape(&a.credential),
+                    u8::from(a.needs_attention)
+                );
+            }
+        }
+        header(
+            &mut out,
             "lwa_agent_parameter_state",
             "gauge",
             "1 for each watched parameter's rotation state (ok, warn, expired, missing) as of the last check.",
@@ -221,6 +289,16 @@ pub struct Gauges {
     pub last_check: Option<u64>,
     pub next_check: Option<u64>,
     pub uptime_seconds: u64,
+    pub auto_rotations: Vec<AutoRotationGauge>,
+}
+
+/// One credential's last automatic rotation, from the state file.
+#[derive(Default)]
+pub struct AutoRotationGauge {
+    pub credential: String,
+    pub outcome: String,
+    pub at: Option<u64>,
+    pub needs_attention: bool,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -248,6 +326,7 @@ mod tests {
         m.token_request("no-such", 404);
         m.exchange("default", "ok");
         m.ssm_calls(3, "ok");
+        m.auto_rotation_event("rotated");
         let text = m.render(&Gauges {
             token_seconds_left: vec![("default".into(), 3300)],
             parameter_age_seconds: vec![("/erp/secret".into(), 86400)],
@@ -255,6 +334,12 @@ mod tests {
             last_check: Some(1_700_000_000),
             next_check: None,
             uptime_seconds: 5,
+            auto_rotations: vec![AutoRotationGauge {
+                credential: "default".into(),
+                outcome: "rotated".into(),
+                at: Some(1_700_000_100),
+                needs_attention: false,
+            }],
         });
         for line in [
             "lwa_agent_token_requests_total{credential=\"default\",code=\"200\"} 2",
@@ -267,6 +352,10 @@ mod tests {
             "# TYPE lwa_agent_reminders_total counter",
             "lwa_agent_parameter_state{parameter=\"/erp/secret\",state=\"warn\"} 1",
             "lwa_agent_rotation_last_check_timestamp_seconds 1700000000",
+            "lwa_agent_auto_rotation_outcome{credential=\"default\",outcome=\"rotated\"} 1",
+            "lwa_agent_auto_rotation_timestamp_seconds{credential=\"default\"} 1700000100",
+            "lwa_agent_auto_rotation_needs_attention{credential=\"default\"} 0",
+            "lwa_agent_auto_rotation_events_total{event=\"rotated\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

@@ -17,9 +17,21 @@ fn age_secs(t: SystemTime, now: SystemTime) -> u64 {
     now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Each credential's last automatic rotation (from the state file), when it is configured.
+fn auto_records(
+    agent: &Agent,
+) -> std::collections::BTreeMap<String, crate::rotation::state::AutoRotation> {
+    agent
+        .auto_rotation
+        .get()
+        .map(|r| r.records())
+        .unwrap_or_default()
+}
+
 pub fn build(agent: &Agent) -> Value {
     let now = Instant::now();
     let wall = SystemTime::now();
+    let autos = auto_records(agent);
     let mut credentials = Map::new();
     for slot in agent.slots() {
         let s = slot.state();
@@ -41,6 +53,7 @@ pub fn build(agent: &Agent) -> Value {
                 "retry_in_seconds": s.retry_at.map(|at| at.saturating_duration_since(now).as_secs()),
                 "exchanges_ok": s.exchanges_ok,
                 "exchanges_failed": s.exchanges_failed,
+                "auto_rotation": autos.get(&slot.config.name),
             }),
         );
     }
@@ -110,6 +123,7 @@ fn rotation_status(agent: &Agent) -> Value {
         "last_reminder": s.last_reminder,
         "last_error": s.last_error,
         "parameters": s.last_report.as_ref().map(|r| &r.parameters),
+        "auto": agent.auto_rotation.get().map(|r| r.status()),
     })
 }
 
@@ -165,6 +179,15 @@ pub fn metrics_text(agent: &Agent) -> String {
         .then(|| crate::rotation::schedule::next_after_now(&rot.schedule))
         .flatten()
         .and_then(unix);
+    let auto_rotations = auto_records(agent)
+        .into_iter()
+        .map(|(credential, r)| crate::metrics::AutoRotationGauge {
+            credential,
+            at: humantime::parse_rfc3339(&r.at).ok().and_then(unix),
+            outcome: r.outcome,
+            needs_attention: r.needs_attention,
+        })
+        .collect();
     agent.metrics.render(&Gauges {
         token_seconds_left,
         parameter_age_seconds,
@@ -172,5 +195,6 @@ pub fn metrics_text(agent: &Agent) -> String {
         last_check,
         next_check,
         uptime_seconds: agent.started.elapsed().as_secs(),
+        auto_rotations,
     })
 }

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod roles_anywhere;
 pub mod sns;
+pub mod sqs;
 pub mod ssm;
 
 use std::time::Duration;

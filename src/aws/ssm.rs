@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use aws_sdk_ssm::error::ProvideErrorMetadata;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// GetParameters takes at most 10 names per call.
 pub const MAX_NAMES_PER_CALL: usize = 10;
@@ -241,5 +241,125 @@ pub async fn create_marker(
             },
         )
         .line),
+    }
+}
+
+/// What [`rewrite_secret`] wrote.
+#[derive(Debug, Clone)]
+pub struct Rewritten {
+    pub version: i64,
+    pub key_id: Option<String>,
+    pub tier: Option<String>,
+}
+
+/// Overwrites a SecureString with a new value the way a rotation must: the parameter's
+/// existing KMS key, tier, description and (AWS-shaped) policies are kept, so a rotation
+/// never silently moves a secret to the default key or drops its expiry policy. Used by
+/// `put-secret` and by the automatic rotation; the caller has proved the value first.
+pub async fn rewrite_secret(
+    client: &aws_sdk_ssm::Client,
+    parameter: &str,
+    value: &SecretString,
+) -> Result<Rewritten, String> {
+    let (metas, _) = describe(client, &[parameter.to_string()]).await?;
+    let meta = metas
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{parameter} disappeared from SSM: create it again, then retry"))?;
+    let policies = rewritable_policies(&meta.policies);
+    let mut put = client
+        .put_parameter()
+        .name(parameter)
+        .value(value.expose_secret())
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .set_key_id(meta.key_id.clone())
+        .set_description(meta.description.clone());
+    if let Some(tier) = &meta.tier {
+        put = put.tier(aws_sdk_ssm::types::ParameterTier::from(tier.as_str()));
+    }
+    if let Some(p) = &policies {
+        put = put.policies(p);
+    }
+    let written = put.send().await.map_err(|e| {
+        super::error::describe(
+            &e,
+            &super::error::Call {
+                what: &format!("SSM PutParameter on {parameter}"),
+                permission: "ssm:PutParameter on the parameter and kms:Encrypt \
+                             (kms:GenerateDataKey for the Advanced tier) on its key",
+            },
+        )
+        .line
+    })?;
+    Ok(Rewritten {
+        version: written.version,
+        key_id: meta.key_id,
+        tier: meta.tier,
+    })
+}
+
+/// Policies to send again with the new value: AWS's JSON texts. moto's Python-repr texts
+/// (SPEC §8) are not JSON and cannot be sent back; they are left as SSM keeps them.
+fn rewritable_policies(policies: &[(Option<String>, Option<String>)]) -> Option<String> {
+    let texts: Vec<serde_json::Value> = policies
+        .iter()
+        .filter_map(|(_, text)| serde_json::from_str(text.as_deref()?).ok())
+        .collect();
+    (!texts.is_empty()).then(|| serde_json::Value::Array(texts).to_string())
+}
+
+/// Whether a (create-only) marker parameter exists, and what it says: for dry runs, which
+/// must not take it.
+pub async fn marker(client: &aws_sdk_ssm::Client, name: &str) -> Result<Option<String>, String> {
+    match client.get_parameter().name(name).send().await {
+        Ok(out) => Ok(out.parameter.and_then(|p| p.value)),
+        Err(e) if e.code() == Some("ParameterNotFound") => Ok(None),
+        Err(e) => Err(super::error::describe(
+            &e,
+            &super::error::Call {
+                what: &format!("SSM GetParameter of the fleet lock {name}"),
+                permission: "ssm:GetParameter on rotation.fleet_lock_prefix",
+            },
+        )
+        .line),
+    }
+}
+
+/// Removes a marker again (a step that failed gives its turn back).
+pub async fn delete_marker(client: &aws_sdk_ssm::Client, name: &str) -> Result<(), String> {
+    match client.delete_parameter().name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("ParameterNotFound") => Ok(()),
+        Err(e) => Err(super::error::describe(
+            &e,
+            &super::error::Call {
+                what: &format!("SSM DeleteParameter of the fleet lock {name}"),
+                permission: "ssm:DeleteParameter on rotation.fleet_lock_prefix",
+            },
+        )
+        .line),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_json_policies_are_sent_back() {
+        let aws = (
+            Some("NoChangeNotification".to_string()),
+            Some(r#"{"Type":"NoChangeNotification","Version":"1.0"}"#.to_string()),
+        );
+        let moto = (
+            Some("{'Type': 'X'}".to_string()),
+            Some("{'Type': 'X'}".to_string()),
+        );
+        assert_eq!(
+            rewritable_policies(&[aws, moto.clone()]).as_deref(),
+            Some(r#"[{"Type":"NoChangeNotification","Version":"1.0"}]"#)
+        );
+        assert_eq!(rewritable_policies(&[moto]), None);
     }
 }

@@ -1,4 +1,6 @@
-//! `lwa-agent check [--dry-run] [--json]`: one rotation check now (what the timer runs).
+//! `lwa-agent check [--dry-run] [--json]`: one rotation check now (what the timer runs):
+//! reminders, and with `[rotation.auto]` the request for a due client secret's rotation
+//! (the running agent's listener completes it when the new secret arrives).
 
 use super::Outcome;
 use crate::config::Config;
@@ -9,13 +11,33 @@ pub async fn run(cfg: Config, dry_run: bool, json: bool) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::Failed(e),
     };
-    let checker = rotation::Checker::new(
+    let mut checker = rotation::Checker::new(
         &cfg,
         &sdk,
         rotation::state::directory(),
         None,
         source.certificate_expiry(),
     );
+    // The timer's check asks Amazon for a new secret when one is due; the running agent's
+    // listener completes it when the secret arrives.
+    checker.auto = match rotation::auto::Rotator::new(
+        &cfg,
+        rotation::auto::Parts {
+            sdk: sdk.clone(),
+            lwa: match crate::lwa::exchange::LwaClient::new(&cfg.lwa) {
+                Ok(l) => std::sync::Arc::new(l),
+                Err(e) => return Outcome::Failed(e),
+            },
+            notifier: checker.notifier.clone(),
+            state_dir: rotation::state::directory(),
+            metrics: None,
+            params: None,
+            background: false,
+        },
+    ) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(e),
+    };
     let report = match checker.run(dry_run).await {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("rotation check failed: {e}")),
@@ -62,7 +84,10 @@ pub fn render(r: &Report) -> String {
             p.version.map(|v| v.to_string()).unwrap_or_else(dash),
             p.age_days.map(|v| v.to_string()).unwrap_or_else(dash),
             p.state,
-            p.action,
+            match &p.auto_rotation {
+                Some(a) => format!("{} [{a}]", p.action),
+                None => p.action.clone(),
+            },
             p.error
                 .as_ref()
                 .map(|e| format!(": {e}"))

@@ -102,6 +102,9 @@ pub async fn run(cfg: Config) -> Outcome {
     match LwaClient::new(&cfg.lwa) {
         Err(e) => r.fail("LWA", &e),
         Ok(lwa) => {
+            if cfg.rotation.auto_enabled().is_some() {
+                rotation_scope(&mut r, &cfg, &store, &lwa).await;
+            }
             for cred in &cfg.credentials {
                 let what = format!("LWA exchange for `{}`", cred.name);
                 match store.grant(cred) {
@@ -144,6 +147,13 @@ pub async fn run(cfg: Config) -> Outcome {
         );
     }
 
+    if let Some(auto) = cfg.rotation.auto_enabled() {
+        let sqs = aws::sqs::client(&sdk);
+        for queue in auto.queues() {
+            queue_check(&mut r, &sqs, queue).await;
+        }
+    }
+
     if r.failures == 0 {
         println!("all checks passed");
         Outcome::Ok
@@ -153,6 +163,81 @@ pub async fn run(cfg: Config) -> Outcome {
             r.failures,
             if r.failures == 1 { "" } else { "s" }
         ))
+    }
+}
+
+/// The automatic rotation asks Amazon with a grantless token of the rotation scope: LWA
+/// issues one only to an app that has the scope. Checked once per app (client id).
+async fn rotation_scope(r: &mut Report, cfg: &Config, store: &ParameterStore, lwa: &LwaClient) {
+    use crate::lwa::app_management::ROTATION_SCOPE;
+    use crate::lwa::exchange::{Grant, GrantKind};
+    use secrecy::{ExposeSecret, SecretString};
+    let mut seen: Vec<String> = Vec::new();
+    for cred in &cfg.credentials {
+        let Ok((grant, _)) = store.grant(cred) else {
+            continue;
+        };
+        let id = grant.client_id.expose_secret().to_string();
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        let what = format!("LWA rotation scope for `{}`'s app", cred.name);
+        let scoped = Grant {
+            client_id: SecretString::from(grant.client_id.expose_secret().to_string()),
+            client_secret: SecretString::from(grant.client_secret.expose_secret().to_string()),
+            kind: GrantKind::Scopes(vec![ROTATION_SCOPE.to_string()]),
+        };
+        match lwa.exchange(&scoped).await {
+            Ok(_) => r.ok(
+                &what,
+                &format!("grantless token with {ROTATION_SCOPE} issued"),
+            ),
+            Err(e) => r.fail(
+                &what,
+                &format!(
+                    "{e}: automatic rotation needs a grantless token with {ROTATION_SCOPE}; \
+                     check the app in the Developer Console"
+                ),
+            ),
+        }
+    }
+}
+
+/// A rotation queue: reachable with this role (sqs:GetQueueAttributes), encrypted, and
+/// open to SP-API's sender.
+async fn queue_check(r: &mut Report, sqs: &aws_sdk_sqs::Client, queue: &str) {
+    let what = format!("SQS queue {queue}");
+    match aws::sqs::attributes(sqs, queue).await {
+        Err(e) => r.fail(&what, &e.message),
+        Ok(info) => {
+            let detail = format!(
+                "{} messages waiting, {} in flight, encryption {}",
+                info.messages.as_deref().unwrap_or("?"),
+                info.in_flight.as_deref().unwrap_or("?"),
+                info.encryption.as_deref().unwrap_or("none")
+            );
+            if info.encryption.is_none() {
+                r.warn(
+                    &what,
+                    &format!(
+                        "{detail}: the new client secret travels through this queue; turn on \
+                         SSE-KMS (or SSE-SQS)"
+                    ),
+                );
+            } else if !info.policy_allows_sp_api {
+                r.warn(
+                    &what,
+                    &format!(
+                        "{detail}: its policy does not mention SP-API's account {}; Amazon \
+                         cannot deliver notifications without sqs:SendMessage for it",
+                        aws::sqs::SP_API_ACCOUNT
+                    ),
+                );
+            } else {
+                r.ok(&what, &detail);
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod check;
 mod client;
 mod doctor;
 mod put_secret;
+mod rotate;
 mod status_table;
 
 use std::path::PathBuf;
@@ -60,11 +61,13 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Online checks: AWS identity, each parameter, each LWA exchange, the SNS topic
+    /// Online checks: AWS identity, each parameter, each LWA exchange, the SNS topic, the
+    /// rotation queues
     Doctor,
-    /// Run one rotation check now: parameter ages and SNS reminders (what the timer runs)
+    /// Run one rotation check now: parameter ages, SNS reminders and, with [rotation.auto],
+    /// automatic rotations that are due (what the timer runs)
     Check {
-        /// Report what would be sent, publish nothing, change no state
+        /// Report what would be sent or rotated; publish, ask and change nothing
         #[arg(long)]
         dry_run: bool,
         /// Print the report as JSON
@@ -79,6 +82,30 @@ pub enum Command {
         /// Which value
         #[arg(long, value_enum)]
         field: put_secret::Field,
+        /// The running agent's socket, reloaded afterwards [default: socket.path]
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Rotate a credential's LWA client secret automatically now, whatever its age
+    #[command(
+        long_about = "Rotate a credential's LWA client secret now, the way [rotation.auto] \
+        does it on its own: take the fleet marker (so no other host asks too), ask Amazon's \
+        Application Management API for a new client secret, receive it from the \
+        new-secret SQS queue, prove it with a real LWA exchange, write it to every client \
+        secret parameter of the app (same KMS key, tier and policies), and reload the \
+        running agent. The old secret keeps working for about 7 days. Runs whatever the \
+        secret's age, but not while a rotation of it is in flight. Exit 0 when the new \
+        secret is in SSM, 1 when it is not (the error says why and what to do), 2 for a \
+        usage or config error."
+    )]
+    Rotate {
+        /// The credential whose app's client secret is rotated (every credential with the
+        /// same client id gets the new secret)
+        #[arg(long, value_name = "NAME")]
+        credential: String,
+        /// Say what would be done; ask nothing of Amazon, write nothing
+        #[arg(long)]
+        dry_run: bool,
         /// The running agent's socket, reloaded afterwards [default: socket.path]
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
@@ -161,6 +188,13 @@ fn dispatch(cli: Cli) -> Outcome {
         } => with_config(&config_path, move |cfg| {
             put_secret::run(cfg, credential, field, socket)
         }),
+        Command::Rotate {
+            credential,
+            dry_run,
+            socket,
+        } => with_config(&config_path, move |cfg| {
+            rotate::run(cfg, credential, dry_run, socket)
+        }),
     }
 }
 
@@ -230,6 +264,29 @@ fn offline_notes(cfg: &Config) -> Vec<String> {
         notes.push(
             "rotation.topic_arn is not set: rotation reminders go to the log only".to_string(),
         );
+    }
+    if let Some(auto) = cfg.rotation.auto_enabled() {
+        if auto.rotate_after < std::time::Duration::from_secs(86400) {
+            notes.push(format!(
+                "rotation.auto.rotate_after is {}, under a day: the client secret is rotated \
+                 that often (fine for a test, not for production, e.g. \"150d\")",
+                humantime::format_duration(auto.rotate_after)
+            ));
+        }
+        if cfg.rotation.topic_arn.is_none() {
+            notes.push(
+                "rotation.topic_arn is not set: automatic rotation reports and alerts go to \
+                 the log only"
+                    .to_string(),
+            );
+        }
+        if auto.expiry_queue_url.is_none() {
+            notes.push(
+                "rotation.auto.expiry_queue_url is not set: only the rotation check's age test \
+                 (and lwa-agent rotate) starts a rotation"
+                    .to_string(),
+            );
+        }
     }
     notes
 }

@@ -130,41 +130,12 @@ async fn rotate(
     println!("LWA accepted the new value.");
 
     // 2. Write it with the same key, tier and policies.
-    let (metas, _) = ssm::describe(&client, &[parameter.to_string()]).await?;
-    let meta = metas
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("{parameter} disappeared from SSM"))?;
-    let policies = rewritable_policies(&meta.policies);
-    let mut put = client
-        .put_parameter()
-        .name(parameter)
-        .value(value.expose_secret())
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .overwrite(true)
-        .set_key_id(meta.key_id.clone())
-        .set_description(meta.description.clone());
-    if let Some(tier) = &meta.tier {
-        put = put.tier(aws_sdk_ssm::types::ParameterTier::from(tier.as_str()));
-    }
-    if let Some(p) = &policies {
-        put = put.policies(p);
-    }
-    let written = put.send().await.map_err(|e| {
-        crate::aws::error::describe(
-            &e,
-            &crate::aws::error::Call {
-                what: &format!("SSM PutParameter on {parameter}"),
-                permission: "ssm:PutParameter on the parameter and kms:Encrypt on its key",
-            },
-        )
-        .line
-    })?;
+    let written = ssm::rewrite_secret(&client, parameter, &value).await?;
     let version = written.version;
     println!(
         "Wrote {parameter} version {version} (SecureString, key {}, tier {}).",
-        meta.key_id.as_deref().unwrap_or("default"),
-        meta.tier.as_deref().unwrap_or("Standard")
+        written.key_id.as_deref().unwrap_or("default"),
+        written.tier.as_deref().unwrap_or("Standard")
     );
     let written_at = SystemTime::now();
 
@@ -193,16 +164,6 @@ async fn rotate(
         cred.name
     );
     Ok(())
-}
-
-/// Policies to send again with the new value: AWS's JSON texts. moto's Python-repr texts
-/// (SPEC §8) are not JSON and cannot be sent back; they are left as SSM keeps them.
-fn rewritable_policies(policies: &[(Option<String>, Option<String>)]) -> Option<String> {
-    let texts: Vec<serde_json::Value> = policies
-        .iter()
-        .filter_map(|(_, text)| serde_json::from_str(text.as_deref()?).ok())
-        .collect();
-    (!texts.is_empty()).then(|| serde_json::Value::Array(texts).to_string())
 }
 
 async fn confirm(
@@ -235,27 +196,5 @@ async fn confirm(
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_json_policies_are_sent_back() {
-        let aws = (
-            Some("NoChangeNotification".to_string()),
-            Some(r#"{"Type":"NoChangeNotification","Version":"1.0"}"#.to_string()),
-        );
-        let moto = (
-            Some("{'Type': 'X'}".to_string()),
-            Some("{'Type': 'X'}".to_string()),
-        );
-        assert_eq!(
-            rewritable_policies(&[aws, moto.clone()]).as_deref(),
-            Some(r#"[{"Type":"NoChangeNotification","Version":"1.0"}]"#)
-        );
-        assert_eq!(rewritable_policies(&[moto]), None);
     }
 }

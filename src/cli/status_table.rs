@@ -113,7 +113,67 @@ pub fn render(v: &Value) -> String {
             s(&r["last_reminder"])
         );
     }
+    auto_rotation(&mut out, v);
     out
+}
+
+/// Each credential's last automatic rotation, and each queue's listener.
+fn auto_rotation(out: &mut String, v: &Value) {
+    let Some(auto) = v["rotation"].get("auto").filter(|a| !a.is_null()) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "Automatic rotation: {}",
+        if auto["enabled"].as_bool() == Some(true) {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    if let Some(creds) = v["credentials"].as_object() {
+        for (name, c) in creds {
+            let r = &c["auto_rotation"];
+            if r.is_null() {
+                let _ = writeln!(out, "  {name:<20} never rotated automatically");
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "  {name:<20} {}{} at {} on {} (trigger {}){}{}",
+                s(&r["outcome"]),
+                match r["parameter_version"].as_i64() {
+                    Some(v) => format!(", version {v}"),
+                    None => String::new(),
+                },
+                s(&r["at"]),
+                s(&r["host"]),
+                s(&r["trigger"]),
+                if r["needs_attention"].as_bool() == Some(true) {
+                    ", NEEDS ATTENTION"
+                } else {
+                    ""
+                },
+                match r["error"].as_str() {
+                    Some(e) => format!(": {e}"),
+                    None => String::new(),
+                }
+            );
+        }
+    }
+    if let Some(queues) = auto["queues"].as_object() {
+        for (url, q) in queues {
+            let _ = writeln!(
+                out,
+                "  queue {url}: last receive {}{}",
+                s(&q["last_receive"]),
+                match q["last_error"].as_str() {
+                    Some(e) => format!(", last error: {e}"),
+                    None => String::new(),
+                }
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,5 +195,30 @@ mod tests {
         assert!(text.contains("/erp/secret"));
         assert!(text.contains("warn"));
         assert!(text.contains("1/0"));
+        assert!(!text.contains("Automatic rotation"), "only when configured");
+    }
+
+    #[test]
+    fn renders_each_credentials_last_automatic_rotation() {
+        let v = serde_json::json!({
+            "credentials": {
+                "default": {"auto_rotation": {"outcome": "failed", "parameter_version": 3,
+                    "at": "2026-01-01T00:00:00Z", "host": "erp-1", "trigger": "age",
+                    "needs_attention": true, "error": "LWA rejected the new secret"}},
+                "eu": {"auto_rotation": null}
+            },
+            "rotation": {"auto": {"enabled": true, "queues": {"https://q": {"last_receive": "2026-01-01T00:00:01Z"}}}}
+        });
+        let text = render(&v);
+        assert!(text.contains("Automatic rotation: on"), "{text}");
+        assert!(
+            text.contains("failed, version 3 at 2026-01-01T00:00:00Z on erp-1 (trigger age), NEEDS ATTENTION: LWA rejected"),
+            "{text}"
+        );
+        assert!(
+            text.contains("eu                   never rotated automatically"),
+            "{text}"
+        );
+        assert!(text.contains("queue https://q: last receive 2026-01-01T00:00:01Z"));
     }
 }

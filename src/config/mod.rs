@@ -121,6 +121,48 @@ pub struct RotationConfig {
     pub honor_parameter_policies: bool,
     pub fleet_lock_prefix: Option<String>,
     pub parameters: Vec<String>,
+    /// `[rotation.auto]`; `None` when the table is absent.
+    pub auto: Option<AutoRotationConfig>,
+}
+
+/// Where Amazon's Application Management API lives for North America; `-eu` and `-fe`
+/// serve the other regions.
+pub const DEFAULT_SP_API_ENDPOINT: &str = "https://sellingpartnerapi-na.amazon.com";
+
+/// `[rotation.auto]`: the agent rotates the LWA client secret itself (SPEC §9).
+#[derive(Debug, Clone)]
+pub struct AutoRotationConfig {
+    /// Off: no trigger starts a rotation and no queue is read; `lwa-agent rotate` still
+    /// works, since a person asked for it.
+    pub enabled: bool,
+    /// The queue registered for `APPLICATION_OAUTH_CLIENT_NEW_SECRET`.
+    pub new_secret_queue_url: String,
+    /// The queue registered for `APPLICATION_OAUTH_CLIENT_SECRET_EXPIRY`, if any.
+    pub expiry_queue_url: Option<String>,
+    pub rotate_after: Duration,
+    /// Without a trailing slash.
+    pub sp_api_endpoint: String,
+    pub wait_for_secret: Duration,
+}
+
+impl AutoRotationConfig {
+    /// The queues to listen on, each once (both notification types may share a queue).
+    pub fn queues(&self) -> Vec<&str> {
+        let mut queues = vec![self.new_secret_queue_url.as_str()];
+        if let Some(q) = self.expiry_queue_url.as_deref() {
+            if q != self.new_secret_queue_url {
+                queues.push(q);
+            }
+        }
+        queues
+    }
+}
+
+impl RotationConfig {
+    /// `[rotation.auto]` when it is present and enabled.
+    pub fn auto_enabled(&self) -> Option<&AutoRotationConfig> {
+        self.auto.as_ref().filter(|a| a.enabled)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

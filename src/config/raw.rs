@@ -102,6 +102,19 @@ pub struct RawRotation {
     pub honor_parameter_policies: Option<bool>,
     pub fleet_lock_prefix: Option<String>,
     pub parameters: Option<Vec<String>>,
+    pub auto: Option<RawAutoRotation>,
+}
+
+/// `[rotation.auto]`: automatic client-secret rotation (SPEC §9).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoRotation {
+    pub enabled: Option<bool>,
+    pub new_secret_queue_url: Option<String>,
+    pub expiry_queue_url: Option<String>,
+    pub rotate_after: Option<String>,
+    pub sp_api_endpoint: Option<String>,
+    pub wait_for_secret: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -156,7 +156,10 @@ pub(super) fn validate(
     }
 
     let socket = socket(&mut c, raw.socket);
-    let rotation = rotation(&mut c, raw.rotation);
+    let mut raw_rotation = raw.rotation;
+    let raw_auto = raw_rotation.auto.take();
+    let mut rotation = rotation(&mut c, raw_rotation);
+    rotation.auto = raw_auto.map(|ra| auto_rotation(&mut c, ra, &rotation, &credentials));
 
     let level = raw.log.level.unwrap_or_else(|| "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
@@ -476,6 +479,93 @@ fn rotation(c: &mut Checker, rr: super::raw::RawRotation) -> RotationConfig {
         honor_parameter_policies: rr.honor_parameter_policies.unwrap_or(true),
         fleet_lock_prefix: rr.fleet_lock_prefix,
         parameters,
+        auto: None,
+    }
+}
+
+/// The longest an SQS message may stay invisible (12 h): `wait_for_secret` sets how long a
+/// message stays claimed while it is worked on, so it must fit.
+const MAX_WAIT_FOR_SECRET: Duration = Duration::from_secs(12 * 3600);
+
+/// `[rotation.auto]`, checked against the rest of `[rotation]` and the credentials.
+fn auto_rotation(
+    c: &mut Checker,
+    ra: super::raw::RawAutoRotation,
+    rotation: &RotationConfig,
+    credentials: &[CredentialConfig],
+) -> AutoRotationConfig {
+    let k = |f: &str| format!("rotation.auto.{f}");
+    let enabled = ra.enabled.unwrap_or(true);
+    let new_secret_queue_url = if enabled {
+        c.required(
+            &k("new_secret_queue_url"),
+            ra.new_secret_queue_url,
+            "the URL of the SQS queue registered for APPLICATION_OAUTH_CLIENT_NEW_SECRET, e.g. \
+             \"https://sqs.us-east-2.amazonaws.com/111122223333/lwa-new-secret\"",
+        )
+    } else {
+        ra.new_secret_queue_url.unwrap_or_default()
+    };
+    if !new_secret_queue_url.is_empty() {
+        c.url(&k("new_secret_queue_url"), &new_secret_queue_url);
+    }
+    if let Some(url) = &ra.expiry_queue_url {
+        c.url(&k("expiry_queue_url"), url);
+    }
+    let sp_api_endpoint = ra
+        .sp_api_endpoint
+        .unwrap_or_else(|| DEFAULT_SP_API_ENDPOINT.to_string());
+    c.url(&k("sp_api_endpoint"), &sp_api_endpoint);
+    let rotate_after = c.duration(&k("rotate_after"), ra.rotate_after, "150d");
+    let wait_for_secret = c.duration(&k("wait_for_secret"), ra.wait_for_secret, "15m");
+    if rotate_after.is_zero() {
+        c.problem(&k("rotate_after"), "must be more than 0s, e.g. \"150d\"");
+    } else if rotate_after >= rotation.expire_after {
+        c.problem(
+            &k("rotate_after"),
+            format!(
+                "must be less than rotation.expire_after ({}), or the secret expires before it \
+                 is rotated: e.g. \"150d\" with expire_after = \"180d\"",
+                humantime::format_duration(rotation.expire_after)
+            ),
+        );
+    }
+    if wait_for_secret < Duration::from_secs(1) || wait_for_secret > MAX_WAIT_FOR_SECRET {
+        c.problem(
+            &k("wait_for_secret"),
+            "must be between 1s and 12h (how long a rotation waits for Amazon's new-secret \
+             message), e.g. \"15m\"",
+        );
+    }
+    if enabled {
+        // Once per fleet, and never twice for the same secret: the create-only marker is
+        // what makes both true, so automatic rotation does not run without it.
+        if rotation.fleet_lock_prefix.is_none() {
+            c.problem(
+                "rotation.fleet_lock_prefix",
+                "is required with [rotation.auto]: the hosts take a create-only SSM marker \
+                 under it so that one host, once, asks Amazon for a new secret; set e.g. \
+                 fleet_lock_prefix = \"/my-erp/lwa-agent/reminders\"",
+            );
+        }
+        if !credentials
+            .iter()
+            .any(|cr| cr.refresh_token_parameter.is_some())
+        {
+            c.problem(
+                &k("enabled"),
+                "needs a credential with a refresh_token_parameter: the new secret is proved \
+                 with a real LWA exchange before it is written; add one, or set enabled = false",
+            );
+        }
+    }
+    AutoRotationConfig {
+        enabled,
+        new_secret_queue_url,
+        expiry_queue_url: ra.expiry_queue_url,
+        rotate_after,
+        sp_api_endpoint: sp_api_endpoint.trim_end_matches('/').to_string(),
+        wait_for_secret,
     }
 }
 
@@ -663,6 +753,61 @@ mod tests {
                 "rotation.topic_arn"
             ]
         );
+    }
+
+    const AUTO: &str = "\n[rotation]\nfleet_lock_prefix = \"/erp/locks\"\n[rotation.auto]\n\
+        new_secret_queue_url = \"https://sqs.us-east-2.amazonaws.com/1/new\"\n";
+
+    #[test]
+    fn auto_rotation_gets_spec_defaults() {
+        let cfg = check(&format!("{MINIMAL}{AUTO}")).expect("valid");
+        let auto = cfg.rotation.auto_enabled().expect("enabled by default");
+        assert_eq!(auto.rotate_after, Duration::from_secs(150 * 86400));
+        assert_eq!(auto.wait_for_secret, Duration::from_secs(900));
+        assert_eq!(auto.sp_api_endpoint, DEFAULT_SP_API_ENDPOINT);
+        assert_eq!(
+            auto.queues(),
+            vec!["https://sqs.us-east-2.amazonaws.com/1/new"]
+        );
+        assert!(check(MINIMAL).expect("valid").rotation.auto.is_none());
+    }
+
+    #[test]
+    fn auto_rotation_problems_name_the_key() {
+        let err = check(&format!(
+            "{MINIMAL}\n[rotation]\n[rotation.auto]\nexpiry_queue_url = \"sqs\"\n\
+             rotate_after = \"200d\"\nwait_for_secret = \"13h\"\nsp_api_endpoint = \"ftp://x\"\n"
+        ))
+        .expect_err("invalid");
+        assert_eq!(
+            keys(err),
+            vec![
+                "rotation.auto.new_secret_queue_url",
+                "rotation.auto.expiry_queue_url",
+                "rotation.auto.sp_api_endpoint",
+                "rotation.auto.rotate_after",
+                "rotation.auto.wait_for_secret",
+                "rotation.fleet_lock_prefix",
+            ]
+        );
+        // Unknown keys are errors here too.
+        let raw: Result<RawConfig, _> =
+            toml::from_str(&format!("{MINIMAL}{AUTO}rotate_afterr = \"1d\"\n"));
+        assert!(raw.is_err());
+    }
+
+    #[test]
+    fn auto_rotation_needs_a_refresh_token_to_prove_the_new_secret() {
+        let grantless = MINIMAL.replace(
+            "refresh_token_parameter = \"/erp/refresh\"",
+            "scopes = [\"s\"]",
+        );
+        let err = check(&format!("{grantless}{AUTO}")).expect_err("invalid");
+        assert_eq!(keys(err), vec!["rotation.auto.enabled"]);
+        // Disabled, nothing is required.
+        let off =
+            check(&format!("{grantless}\n[rotation.auto]\nenabled = false\n")).expect("valid");
+        assert!(off.rotation.auto_enabled().is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! token, wait for the refresher's next result. So the LWA call count depends on token
 //! lifetimes and failures, never on the request rate.
 
+pub mod app_management;
 pub mod exchange;
 
 use std::sync::Arc;

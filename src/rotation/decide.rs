@@ -101,6 +101,7 @@ mod tests {
             honor_parameter_policies: true,
             fleet_lock_prefix: None,
             parameters: vec![],
+            auto: None,
         }
     }
 

@@ -1,13 +1,17 @@
 //! Rotation reminders (SPEC §5): the parameter-age check that runs from the in-process cron
-//! or `lwa-agent check`, publishing one SNS reminder per due parameter.
+//! or `lwa-agent check`, publishing one SNS reminder per due parameter. With
+//! `[rotation.auto]` the same check starts the automatic rotation (`auto`, SPEC §9) of a
+//! client secret older than `rotate_after`.
 //!
 //! Invariants: a reminder is recorded as sent only after SNS accepted it (or another host's
 //! fleet marker proves it went out), so a failure is retried on the next run and never
 //! lost; with a fleet lock, the marker is removed again when the publish fails, so the
 //! fleet does not believe a failed reminder went out.
 
+pub mod auto;
 pub mod decide;
 pub mod message;
+pub mod notify;
 pub mod owner;
 pub mod policies;
 pub mod schedule;
@@ -19,11 +23,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::aws::{sns, ssm};
-use crate::backoff::Backoff;
+use crate::aws::ssm;
 use crate::config::{Config, RotationConfig};
 use crate::metrics::Metrics;
 use decide::{Age, Observed, Verdict};
+use notify::{Kind, Notifier, Outcome};
 
 /// Remind about the Roles Anywhere certificate this long before it expires: the same
 /// window in which the log and status warn about it.
@@ -40,6 +44,10 @@ pub struct Checker {
     pub host: String,
     pub metrics: Option<Arc<Metrics>>,
     pub certificate_expiry: Option<SystemTime>,
+    pub notifier: Notifier,
+    /// The automatic rotation (`[rotation.auto]` enabled): the check starts it for a
+    /// client secret older than `rotate_after`, and reminders say it is on its way.
+    pub auto: Option<Arc<auto::Rotator>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +73,10 @@ pub struct ParameterReport {
     pub action: String,
     pub subject: Option<String>,
     pub error: Option<String>,
+    /// For a client secret the agent rotates itself: what the automatic rotation did
+    /// (rotation_started, rotation_in_flight, would_rotate, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_rotation: Option<String>,
 }
 
 /// The fields of a credential, as `put-secret --field` names them.
@@ -105,22 +117,27 @@ impl Checker {
         metrics: Option<Arc<Metrics>>,
         certificate_expiry: Option<SystemTime>,
     ) -> Self {
+        let ssm = aws_sdk_ssm::Client::new(sdk);
+        let sns = aws_sdk_sns::Client::new(sdk);
+        let host = host_name();
         Checker {
             config: config.rotation.clone(),
             uses: uses_of(config),
             watched: watched(config),
-            ssm: aws_sdk_ssm::Client::new(sdk),
-            sns: aws_sdk_sns::Client::new(sdk),
+            notifier: Notifier {
+                config: config.rotation.clone(),
+                ssm: ssm.clone(),
+                sns: sns.clone(),
+                host: host.clone(),
+                metrics: metrics.clone(),
+            },
+            ssm,
+            sns,
             state_dir,
-            host: host_name(),
+            host,
             metrics,
             certificate_expiry,
-        }
-    }
-
-    fn count(&self, result: &str) {
-        if let Some(m) = &self.metrics {
-            m.reminder(result);
+            auto: None,
         }
     }
 
@@ -161,6 +178,7 @@ impl Checker {
                     action: "none".into(),
                     subject: None,
                     error: Some("not found in SSM Parameter Store".into()),
+                    auto_rotation: None,
                 });
                 continue;
             };
@@ -200,13 +218,23 @@ impl Checker {
                 action: "none".into(),
                 subject: None,
                 error: None,
+                auto_rotation: None,
             };
+            // The automatic rotation first, so that a due reminder says where it stands.
+            let auto = match &self.auto {
+                Some(r) => {
+                    r.on_check(name, meta.version, observed.last_modified, now, dry_run)
+                        .await
+                }
+                None => None,
+            };
+            entry.auto_rotation = auto.as_ref().and_then(|a| a.label.clone());
             match verdict {
                 Verdict::Fine => {}
                 Verdict::Covered => entry.action = "covered_by_eventbridge".into(),
                 Verdict::RemindedRecently => entry.action = "reminded_recently".into(),
                 Verdict::Due { period } => {
-                    let msg = message::build(&message::Reminder {
+                    let reminder = message::Reminder {
                         parameter: name,
                         version: meta.version,
                         last_modified: observed.last_modified,
@@ -220,12 +248,19 @@ impl Checker {
                             .filter(|(p, _, _)| p == name)
                             .map(|(_, c, f)| (c.clone(), *f))
                             .collect(),
-                    });
+                    };
+                    let msg = message::build(&reminder);
+                    let msg = match &auto {
+                        Some(a) => auto::text::reminder(&reminder, msg, &a.plan()),
+                        None => msg,
+                    };
                     entry.subject = Some(msg.subject.clone());
                     let outcome = if dry_run {
                         Outcome::WouldSend
                     } else {
-                        self.deliver(name, &period, &msg, true).await
+                        self.notifier
+                            .deliver(Kind::Reminder, name, &period, &msg, true)
+                            .await
                     };
                     match outcome {
                         Outcome::WouldSend => entry.action = "would_send".into(),
@@ -233,6 +268,11 @@ impl Checker {
                         Outcome::Sent | Outcome::SentElsewhere => {
                             let elsewhere = matches!(outcome, Outcome::SentElsewhere);
                             state.record(name, meta.version, &period, elsewhere);
+                            // Merged into the file under its lock: the automatic rotation
+                            // writes to the same file meanwhile.
+                            let saved = state::update(&self.state_dir, |s| {
+                                s.record(name, meta.version, &period, elsewhere)
+                            });
                             if elsewhere {
                                 entry.action = "sent_by_other_host".into();
                             } else {
@@ -241,7 +281,7 @@ impl Checker {
                             }
                             // The reminder went out; failing to record it must not stop
                             // the others (it may be repeated once, which is the lesser harm).
-                            if let Err(e) = state::save(&self.state_dir, &state) {
+                            if let Err(e) = saved {
                                 tracing::error!(error = %e, "reminder sent but not recorded");
                                 entry.error = Some(e);
                             }
@@ -313,6 +353,7 @@ impl Checker {
                 message::MAX_SUBJECT,
             )),
             error: None,
+            auto_rotation: None,
         };
         let recent = state
             .last_sent(key, version)
@@ -345,14 +386,16 @@ impl Checker {
         let outcome = if dry_run {
             Outcome::WouldSend
         } else {
-            self.deliver(key, &period, &msg, false).await
+            self.notifier
+                .deliver(Kind::Reminder, key, &period, &msg, false)
+                .await
         };
         entry.action = match outcome {
             Outcome::WouldSend => "would_send".into(),
             Outcome::Logged => "logged".into(),
             Outcome::Sent | Outcome::SentElsewhere => {
                 state.record(key, version, &period, false);
-                state::save(&self.state_dir, state)?;
+                state::update(&self.state_dir, |s| s.record(key, version, &period, false))?;
                 "sent".into()
             }
             Outcome::Failed(e) => {
@@ -362,98 +405,6 @@ impl Checker {
         };
         Ok(Some(entry))
     }
-
-    /// Takes the fleet lock (when configured and `fleet` is set), then publishes with
-    /// retries.
-    async fn deliver(
-        &self,
-        name: &str,
-        period: &str,
-        msg: &message::Message,
-        fleet: bool,
-    ) -> Outcome {
-        let Some(topic) = &self.config.topic_arn else {
-            tracing::warn!(
-                parameter = %name,
-                subject = %msg.subject,
-                "rotation reminder (rotation.topic_arn is not set, so it goes to the log only)"
-            );
-            self.count("logged");
-            return Outcome::Logged;
-        };
-        let marker = self
-            .config
-            .fleet_lock_prefix
-            .as_ref()
-            .filter(|_| fleet)
-            .map(|prefix| format!("{prefix}/{}/{period}", fleet_hash(name)));
-        if let Some(marker) = &marker {
-            let value = format!(
-                "{} {}",
-                self.host,
-                humantime::format_rfc3339_seconds(SystemTime::now())
-            );
-            match ssm::create_marker(&self.ssm, marker, &value).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::info!(parameter = %name, marker = %marker, "another host of the fleet sent this reminder");
-                    self.count("skipped_by_fleet_lock");
-                    return Outcome::SentElsewhere;
-                }
-                Err(e) => {
-                    self.count("failed");
-                    return Outcome::Failed(e);
-                }
-            }
-        }
-        let json = message::sns_json(msg);
-        let attributes = [
-            ("parameter", name),
-            ("severity", msg.severity),
-            ("host", self.host.as_str()),
-        ];
-        let request = sns::Publish {
-            topic_arn: topic,
-            subject: &msg.subject,
-            message_json: &json,
-            attributes: &attributes,
-        };
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
-        let mut last = String::new();
-        for attempt in 1..=3 {
-            match sns::publish(&self.sns, &request).await {
-                Ok(id) => {
-                    tracing::info!(parameter = %name, message_id = %id, severity = msg.severity, "rotation reminder sent");
-                    self.count("sent");
-                    return Outcome::Sent;
-                }
-                Err(e) => {
-                    tracing::warn!(parameter = %name, attempt, error = %e.message, "rotation reminder not sent");
-                    last = e.message;
-                    if !e.retryable || attempt == 3 {
-                        break;
-                    }
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-            }
-        }
-        self.count("failed");
-        if let Some(marker) = &marker {
-            // Give the period back so that this or another host can send it later.
-            let _ = self.ssm.delete_parameter().name(marker).send().await;
-        }
-        Outcome::Failed(format!(
-            "{last} (the reminder is retried on the next check)"
-        ))
-    }
-}
-
-enum Outcome {
-    WouldSend,
-    Logged,
-    Sent,
-    SentElsewhere,
-    Failed(String),
 }
 
 /// A short, stable name for a parameter inside the fleet lock prefix (SSM names have a

@@ -24,6 +24,42 @@ pub const LOCK: &str = "rotation.lock";
 pub struct State {
     #[serde(default)]
     pub reminders: BTreeMap<String, Sent>,
+    /// Each credential's last automatic rotation (SPEC §9), by credential name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub auto_rotations: BTreeMap<String, AutoRotation>,
+}
+
+/// Where a credential's last automatic rotation stands. Kept across restarts so that a
+/// rotation in flight is neither started again nor forgotten.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct AutoRotation {
+    /// `requesting`, `waiting_for_secret`, `rotated` or `failed`.
+    pub outcome: String,
+    /// What started it: `age`, `expiry_notification`, `command` or `new_secret_message`.
+    pub trigger: String,
+    /// The host that recorded this outcome.
+    pub host: String,
+    /// RFC 3339: when this outcome was recorded.
+    pub at: String,
+    /// When Amazon accepted the rotate call (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<String>,
+    /// Until when the new secret is waited for (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_until: Option<String>,
+    /// The client secret parameter's version: the one rotated away from while requesting
+    /// and waiting, the one written once rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_version: Option<i64>,
+    /// When the previous secret stops working (from Amazon's notification, RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_secret_expires_at: Option<String>,
+    /// A new secret may exist that SSM does not hold: a person must look, and no trigger
+    /// but `lwa-agent rotate` asks Amazon again.
+    #[serde(default)]
+    pub needs_attention: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -191,6 +227,24 @@ pub fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
     })
 }
 
+/// Loads the state, lets `change` edit it, and saves it, under an exclusive lock on the
+/// state directory itself, so that the agent's tasks, `lwa-agent check` and
+/// `lwa-agent rotate` never lose each other's records. The lock is held only for this
+/// read-modify-write (no awaits inside), so waiting for it is brief. The directory is
+/// locked rather than a lock file, so no new file is created in it.
+pub fn update<T>(dir: &Path, change: impl FnOnce(&mut State) -> T) -> Result<T, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the state directory {}: {e}", dir.display()))?;
+    let handle = std::fs::File::open(dir)
+        .map_err(|e| format!("cannot open the state directory {}: {e}", dir.display()))?;
+    let _locked = nix::fcntl::Flock::lock(handle, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock the state directory {}: {e}", dir.display()))?;
+    let mut state = load(dir)?;
+    let out = change(&mut state);
+    save(dir, &state)?;
+    Ok(out)
+}
+
 /// Loads the state for a dry run: never moves or writes anything.
 pub fn load_readonly(dir: &Path) -> State {
     std::fs::read(dir.join(FILE))
@@ -244,6 +298,32 @@ mod tests {
             })
             .count();
         assert_eq!(aside, 1);
+    }
+
+    #[test]
+    fn updates_keep_other_records_and_old_files_still_load() {
+        let dir = tempfile::tempdir().expect("tmp");
+        // A file written before automatic rotation existed.
+        std::fs::write(
+            dir.path().join(FILE),
+            br#"{"reminders":{"/p":{"sent_at":"2026-01-01T00:00:00Z","parameter_version":1,"period":"v1-p0"}}}"#,
+        )
+        .expect("write");
+        update(dir.path(), |s| {
+            s.auto_rotations.insert(
+                "default".into(),
+                AutoRotation {
+                    outcome: "rotated".into(),
+                    parameter_version: Some(2),
+                    ..AutoRotation::default()
+                },
+            )
+        })
+        .expect("update");
+        update(dir.path(), |s| s.record("/q", 1, "v1-p0", false)).expect("update");
+        let s = load(dir.path()).expect("load");
+        assert_eq!(s.reminders.len(), 2);
+        assert_eq!(s.auto_rotations["default"].parameter_version, Some(2));
     }
 
     #[test]

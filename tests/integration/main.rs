@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod auto_rotation;
 mod config_cli;
 mod examples;
 mod failures;

@@ -47,10 +47,22 @@ pub struct Received {
     pub status: u16,
 }
 
+/// What an access token was issued for, so that the Application Management test endpoint
+/// accepts only tokens LWA issued for `client_credentials` with the rotation scope, and
+/// tests can tell which client secret made the token an agent serves.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub grant_type: String,
+    pub scope: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
 #[derive(Default)]
 struct Log {
     received: Vec<Received>,
     issued: u64,
+    tokens: HashMap<String, Issued>,
 }
 
 #[derive(Clone)]
@@ -101,6 +113,16 @@ impl FakeLwa {
 
     pub fn received(&self) -> Vec<Received> {
         self.log.lock().expect("log lock").received.clone()
+    }
+
+    /// What `access_token` was issued for, if this endpoint issued it.
+    pub fn issued_for(&self, access_token: &str) -> Option<Issued> {
+        self.log
+            .lock()
+            .expect("log lock")
+            .tokens
+            .get(access_token)
+            .cloned()
     }
 
     async fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
@@ -202,13 +224,23 @@ impl FakeLwa {
                 )
             }
         }
-        let n = {
+        let token = {
             let mut log = self.log.lock().expect("log lock");
             log.issued += 1;
-            log.issued
+            let token = format!("Atza|test-token-{}", log.issued);
+            log.tokens.insert(
+                token.clone(),
+                Issued {
+                    grant_type: get("grant_type").to_string(),
+                    scope: get("scope").to_string(),
+                    client_id: get("client_id").to_string(),
+                    client_secret: get("client_secret").to_string(),
+                },
+            );
+            token
         };
         let mut body = serde_json::json!({
-            "access_token": format!("Atza|test-token-{n}"),
+            "access_token": token,
             "token_type": "bearer",
             "expires_in": s.expires_in,
         });

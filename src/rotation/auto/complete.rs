@@ -1,0 +1,412 @@
+//! What happens when a message arrives on a rotation queue, and in full what happens when
+//! it carries a new client secret (SPEC §9):
+//!
+//! 1. parse it; a body that is not a notification, or one for a client id no credential
+//!    uses, is left untouched (not deleted, visibility not changed: it reappears for
+//!    whoever it is for) and logged by message id only;
+//! 2. claim it: hide it from other receivers while this host works on it;
+//! 3. if every secret parameter of the app already holds the new secret (SQS delivers at
+//!    least once; another host may have been first), skip to 7;
+//! 4. prove the new secret at LWA with the app's refresh token, a few times over minutes
+//!    (LWA may take a moment to know it); a secret LWA still rejects is not written: the
+//!    message stays (hidden for a while, then retried) and a person is alerted;
+//! 5. write it to every secret parameter of the app that does not hold it yet, as
+//!    `put-secret` does (same KMS key, tier and policies);
+//! 6. reload the agent's parameters;
+//! 7. delete the message: only now, with the new secret in SSM;
+//! 8. report once per fleet: "rotated automatically", with the parameters, their new
+//!    versions and the old secret's expiry.
+//!
+//! Any host that receives the message completes it, whether or not it asked Amazon for the
+//! secret: the host that did may have died.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::apps::{self, App};
+use super::machine::{self, outcome};
+use super::notification::{self, NewSecret, Notification};
+use super::{text, Rotator};
+use crate::aws::sqs::{self, Received};
+use crate::aws::ssm::{self, Parameter};
+use crate::backoff::Backoff;
+use crate::lwa::app_management::ROTATION_SCOPE;
+use crate::lwa::exchange::{ExchangeError, Grant, GrantKind};
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Not for this agent (unknown client id, or not a notification): left untouched.
+    Ignored,
+    /// Already being worked on by this process.
+    Busy,
+    /// The new secret is in SSM and the message is deleted; `wrote`: by this host.
+    Rotated { wrote: bool, version: i64 },
+    /// LWA rejected the new secret: nothing written, the message stays.
+    Rejected,
+    /// Something on the way failed (SSM, LWA unreachable): the message stays and is tried
+    /// again when it reappears.
+    Retry(String),
+    /// An expiry notification (handled by `request.rs`).
+    Expiry,
+}
+
+impl Rotator {
+    /// One received message, from any rotation queue.
+    pub async fn handle(self: &Arc<Self>, queue: &str, m: Received) -> Handled {
+        let parsed = notification::parse(m.body.expose_secret());
+        // The body is not needed any more; it may hold a secret.
+        drop(m.body);
+        let m = Received {
+            body: SecretString::from(String::new()),
+            ..m
+        };
+        let notification = match parsed {
+            Ok(n) => n,
+            Err(e) => {
+                self.ignore(&m, &e.to_string(), "malformed");
+                return Handled::Ignored;
+            }
+        };
+        let values = match self.read_values().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(message_id = %m.id, error = %e, "rotation message left in the queue: cannot read the parameters now; it is tried again when it reappears");
+                return Handled::Retry(e);
+            }
+        };
+        let Some(app) = self
+            .apps(&values)
+            .into_iter()
+            .find(|a| a.is(notification.client_id()))
+        else {
+            self.ignore(
+                &m,
+                "it is for a client id no configured credential uses",
+                "unknown_client",
+            );
+            return Handled::Ignored;
+        };
+        // One worker per message in this process; SQS may hand it out again meanwhile.
+        let fresh = self
+            .handling
+            .lock()
+            .map(|mut set| set.insert(m.id.clone()))
+            .unwrap_or(false);
+        if !fresh {
+            return Handled::Busy;
+        }
+        let handled = match notification {
+            Notification::Expiry(e) => {
+                self.on_expiry(queue, &m, e).await;
+                Handled::Expiry
+            }
+            Notification::NewSecret(n) => self.on_new_secret(queue, &m, &app, n, &values).await,
+        };
+        if let Ok(mut set) = self.handling.lock() {
+            set.remove(&m.id);
+        }
+        handled
+    }
+
+    /// Logs an ignored message by id (once at warn, then at debug) and leaves it alone.
+    fn ignore(&self, m: &Received, why: &str, metric: &str) {
+        self.count(&format!("message_{metric}"));
+        let first = self
+            .ignored
+            .lock()
+            .map(|mut seen| {
+                if seen.len() > 10_000 {
+                    seen.clear();
+                }
+                seen.insert(m.id.clone())
+            })
+            .unwrap_or(true);
+        if first {
+            tracing::warn!(message_id = %m.id, receive_count = m.receive_count, reason = %why, "rotation queue message left untouched");
+        } else {
+            tracing::debug!(message_id = %m.id, receive_count = m.receive_count, reason = %why, "rotation queue message left untouched");
+        }
+    }
+
+    /// Steps 2 to 8 for a new secret of a configured app.
+    async fn on_new_secret(
+        &self,
+        queue: &str,
+        m: &Received,
+        app: &App,
+        n: NewSecret,
+        values: &HashMap<String, Parameter>,
+    ) -> Handled {
+        let parameter = app.key_parameter().to_string();
+        tracing::info!(
+            message_id = %m.id,
+            parameter = %parameter,
+            credentials = %app.credentials.join(","),
+            old_secret_expires_at = %n.old_secret_expires_at.as_deref().unwrap_or("?"),
+            "automatic rotation: a new client secret arrived"
+        );
+        // 2. Claimed for the proofs and the writes.
+        let window = machine::proof_window(self.auto().wait_for_secret);
+        if let Err(e) =
+            sqs::hide_for(&self.sqs, queue, &m.receipt, window + machine::WORK_MARGIN).await
+        {
+            tracing::warn!(message_id = %m.id, error = %e, "cannot claim the message; going on (completing twice is harmless)");
+        }
+
+        // 3. What SSM holds now.
+        let current = match self.current(app).await {
+            Ok(c) => c,
+            Err(e) => return self.retry(m, &parameter, e),
+        };
+        let new = n.secret.expose_secret();
+        let needed: Vec<String> = apps::writes_needed(&current, new)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let wrote = !needed.is_empty();
+        if wrote {
+            // 4. Prove it.
+            match self.prove(app, &n.secret, window, values).await {
+                Proof::Accepted => {
+                    tracing::info!(parameter = %parameter, "automatic rotation: LWA accepted the new secret");
+                }
+                Proof::Rejected(e) => return self.rejected(queue, m, app, e).await,
+                Proof::Unreachable(e) => {
+                    return self.retry(m, &parameter, format!("LWA could not be asked: {e}"))
+                }
+            }
+            // 5. Write it, each parameter that does not hold it (re-read: a host may have
+            // written meanwhile).
+            let current = match self.current(app).await {
+                Ok(c) => c,
+                Err(e) => return self.retry(m, &parameter, e),
+            };
+            for p in apps::writes_needed(&current, new) {
+                match ssm::rewrite_secret(&self.ssm, p, &n.secret).await {
+                    Ok(w) => {
+                        self.count("parameter_written");
+                        tracing::info!(parameter = %p, version = w.version, "automatic rotation: new client secret written to SSM");
+                    }
+                    Err(e) => {
+                        self.record(&app.credentials, |r| {
+                            r.outcome = outcome::FAILED.into();
+                            r.error = Some(e.clone());
+                        });
+                        return self.retry(m, p, e);
+                    }
+                }
+            }
+            // 6. Reload: the refreshers exchange with the new version at once.
+            if let Some(params) = &self.params {
+                if let Err(e) = params.reload_now(Duration::from_secs(30)).await {
+                    tracing::warn!(error = %e, "parameter reload after the rotation failed; the new secret is picked up on the next read");
+                }
+            }
+        }
+        let versions = match self.versions(app).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the new versions back");
+                Vec::new()
+            }
+        };
+        let version = versions
+            .iter()
+            .find(|(p, _)| *p == parameter)
+            .map(|(_, v)| *v)
+            .unwrap_or(0);
+
+        // 7. Only now, with the new secret in SSM.
+        match sqs::delete(&self.sqs, queue, &m.receipt).await {
+            Ok(()) => {
+                tracing::info!(message_id = %m.id, "automatic rotation: new-secret message deleted")
+            }
+            Err(e) => {
+                tracing::warn!(message_id = %m.id, error = %e, "cannot delete the new-secret message; whoever receives it again finds the secret in SSM and deletes it")
+            }
+        }
+        self.record(&app.credentials, |r| {
+            if r.outcome != outcome::WAITING {
+                r.trigger = "new_secret_message".into();
+            }
+            r.outcome = outcome::ROTATED.into();
+            r.parameter_version = Some(version);
+            r.old_secret_expires_at = n.old_secret_expires_at.clone();
+            r.needs_attention = false;
+            r.error = None;
+            r.wait_until = None;
+        });
+        self.count(if wrote { "rotated" } else { "already_current" });
+
+        // 8. One report per fleet for this version.
+        let msg = text::rotated(&text::Rotated {
+            parameters: &versions,
+            credentials: &app.credentials,
+            old_secret_expires_at: n.old_secret_expires_at.as_deref(),
+            new_secret_expires_at: n.new_secret_expires_at.as_deref(),
+            host: &self.host,
+        });
+        let sent = self
+            .publish(&parameter, &machine::report_period(version), &msg)
+            .await;
+        tracing::info!(
+            parameter = %parameter,
+            version,
+            wrote,
+            report = ?sent,
+            "automatic rotation: rotated"
+        );
+        Handled::Rotated { wrote, version }
+    }
+
+    /// (parameter, decrypted value now) for each of the app's secret parameters.
+    async fn current(&self, app: &App) -> Result<Vec<(String, Option<String>)>, String> {
+        let fetched = ssm::fetch(&self.ssm, &app.secret_parameters).await?;
+        let mut by_name: HashMap<String, String> = fetched
+            .parameters
+            .into_iter()
+            .map(|p| (p.name.clone(), p.value.expose_secret().to_string()))
+            .collect();
+        Ok(app
+            .secret_parameters
+            .iter()
+            .map(|p| (p.clone(), by_name.remove(p)))
+            .collect())
+    }
+
+    async fn versions(&self, app: &App) -> Result<Vec<(String, i64)>, String> {
+        let (metas, _) = ssm::describe(&self.ssm, &app.secret_parameters).await?;
+        Ok(app
+            .secret_parameters
+            .iter()
+            .filter_map(|p| {
+                metas
+                    .iter()
+                    .find(|m| &m.name == p)
+                    .map(|m| (p.clone(), m.version))
+            })
+            .collect())
+    }
+
+    /// A real LWA exchange with the new secret: with the app's refresh token, or, for an
+    /// app with only grantless credentials, with the rotation scope.
+    async fn prove(
+        &self,
+        app: &App,
+        secret: &SecretString,
+        window: Duration,
+        values: &HashMap<String, Parameter>,
+    ) -> Proof {
+        let kind = match app
+            .prover
+            .as_ref()
+            .and_then(|c| c.refresh_token_parameter.as_ref())
+        {
+            Some(p) => match values.get(p) {
+                Some(rt) => GrantKind::RefreshToken(SecretString::from(
+                    rt.value.expose_secret().to_string(),
+                )),
+                None => return Proof::Unreachable(format!("{p} could not be read from SSM")),
+            },
+            None => GrantKind::Scopes(vec![ROTATION_SCOPE.to_string()]),
+        };
+        let grant = Grant {
+            client_id: SecretString::from(app.client_id.expose_secret().to_string()),
+            client_secret: SecretString::from(secret.expose_secret().to_string()),
+            kind,
+        };
+        let started = Instant::now();
+        let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = self.lwa.exchange(&grant).await;
+            let error = match result {
+                Ok(_) => return Proof::Accepted,
+                Err(e) => e,
+            };
+            tracing::warn!(parameter = %app.key_parameter(), attempt = attempts, error = %error, "automatic rotation: LWA did not accept the new secret (yet)");
+            if !machine::prove_again(attempts, started.elapsed(), window) {
+                return match error {
+                    ExchangeError::Auth { .. } | ExchangeError::Rejected { .. } => {
+                        Proof::Rejected(error.to_string())
+                    }
+                    other => Proof::Unreachable(other.to_string()),
+                };
+            }
+            tokio::time::sleep(backoff.next_delay().min(window.max(Duration::from_secs(1)))).await;
+        }
+    }
+
+    /// LWA rejected the new secret: nothing is written, the message stays (hidden for a
+    /// while, then it is proved again), and a person is alerted once per message.
+    async fn rejected(&self, queue: &str, m: &Received, app: &App, error: String) -> Handled {
+        let parameter = app.key_parameter();
+        tracing::error!(
+            message_id = %m.id,
+            parameter = %parameter,
+            error = %error,
+            "automatic rotation: LWA rejects the new secret; nothing written, the message stays in the queue"
+        );
+        self.count("secret_rejected");
+        if let Err(e) = sqs::hide_for(&self.sqs, queue, &m.receipt, machine::REJECTED_RETRY).await {
+            tracing::warn!(message_id = %m.id, error = %e, "cannot postpone the message's next try");
+        }
+        let version = self
+            .record_of(app)
+            .and_then(|r| r.parameter_version)
+            .unwrap_or(0);
+        self.record(&app.credentials, |r| {
+            r.outcome = outcome::FAILED.into();
+            r.needs_attention = true;
+            r.error = Some(format!(
+                "LWA rejected the new secret from message {}: {error}",
+                m.id
+            ));
+        });
+        let action =
+            format!(
+            "Nothing was written: SSM still holds the current secret, which keeps working until \
+             Amazon expires it. The new secret is in message {id} on {queue}, which the agent \
+             tries again every {retry} minutes. Check the app in the Developer Console; if the \
+             new secret works there, store it by hand: sudo lwa-agent put-secret --credential \
+             {cred} --field client_secret",
+            id = m.id,
+            retry = machine::REJECTED_RETRY.as_secs() / 60,
+            cred = app.credentials.first().map(String::as_str).unwrap_or("NAME"),
+        );
+        self.alert(
+            app,
+            &machine::alert_period(
+                &format!("rejected-{}", crate::rotation::fleet_hash(&m.id)),
+                version,
+            ),
+            "LWA rejected the new client secret Amazon delivered, so nothing was written",
+            Some(&error),
+            &action,
+        )
+        .await;
+        Handled::Rejected
+    }
+
+    fn retry(&self, m: &Received, parameter: &str, error: String) -> Handled {
+        self.count("message_retry");
+        tracing::error!(
+            message_id = %m.id,
+            parameter = %parameter,
+            error = %error,
+            "automatic rotation: not completed now; the message stays in the queue and is tried again when it reappears"
+        );
+        Handled::Retry(error)
+    }
+}
+
+enum Proof {
+    Accepted,
+    Rejected(String),
+    Unreachable(String),
+}

@@ -1,0 +1,322 @@
+//! Automatic client-secret rotation (SPEC §9): the agent asks Amazon's Application
+//! Management API for a new LWA client secret, receives it from SQS, proves it at LWA,
+//! writes it to SSM as `put-secret` does, and reports once.
+//!
+//! Where each part is:
+//! - `request.rs`: a trigger (the rotation check's age test, an expiry notification,
+//!   `lwa-agent rotate`) asks Amazon: fleet marker → grantless token → rotate call.
+//! - `complete.rs`: what happens when a message arrives on a rotation queue, and the whole
+//!   new-secret path: match → prove → write → reload → delete → report.
+//! - `listener.rs`: the daemon's long polls on the queues, and what becomes of a rotation
+//!   whose secret never came.
+//! - `machine.rs`: every decision, pure; `notification.rs`: the message bodies;
+//!   `apps.rs`: credentials grouped by client id; `text.rs`: the SNS texts.
+//!
+//! Invariants (each has an integration test):
+//! - the SQS message is deleted only after SSM holds the new secret;
+//! - a new secret LWA rejects is never written; its message stays and a person is alerted;
+//! - a message for a client id no credential uses, or one that does not parse, is left
+//!   untouched, and logged by message id only;
+//! - two hosts never both ask Amazon for the same secret version (a create-only SSM
+//!   marker), and a rotation in flight is not started again (this process's set, and the
+//!   state file across processes and restarts);
+//! - the old and new secrets and the message bodies reach no log, error, status, metric,
+//!   SNS message or argv.
+
+pub mod apps;
+pub mod complete;
+pub mod listener;
+pub mod machine;
+pub mod notification;
+pub mod request;
+pub mod text;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::aws::ssm::{self, Parameter};
+use crate::config::{AutoRotationConfig, Config};
+use crate::lwa::app_management::{AppManagementClient, ROTATION_SCOPE};
+use crate::lwa::exchange::{Grant, GrantKind, LwaClient, Token};
+use crate::metrics::Metrics;
+use crate::parameters::ParameterStore;
+use crate::rotation::notify::{Kind, Notifier, Outcome};
+use crate::rotation::{fleet_hash, message, state};
+use apps::App;
+
+/// Messages this host receives stay hidden from other receivers this long while it looks
+/// at them (SQS's default); one it works on is hidden longer with ChangeMessageVisibility.
+pub const RECEIVE_VISIBILITY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What one queue's listener last saw, for `/v1/status`.
+#[derive(Debug, Clone, Default)]
+pub struct QueueState {
+    pub last_receive: Option<SystemTime>,
+    pub last_error: Option<String>,
+    pub messages: u64,
+}
+
+pub struct Rotator {
+    config: Config,
+    auto: AutoRotationConfig,
+    pub(crate) ssm: aws_sdk_ssm::Client,
+    pub(crate) sqs: aws_sdk_sqs::Client,
+    lwa: Arc<LwaClient>,
+    app_management: AppManagementClient,
+    notifier: Notifier,
+    state_dir: PathBuf,
+    host: String,
+    metrics: Option<Arc<Metrics>>,
+    /// The daemon's parameter store, reloaded after a write; `None` in one-shot commands,
+    /// which reload the running agent through its socket instead.
+    params: Option<Arc<ParameterStore>>,
+    /// In the daemon a trigger's request runs in its own task, so the rotation check is
+    /// not held up by a 429's minute of waiting.
+    background: bool,
+    /// Secret parameters whose rotation this process is asking Amazon for right now.
+    in_flight: Mutex<HashSet<String>>,
+    /// Message ids this process is working on (SQS may hand one out again meanwhile).
+    handling: Mutex<HashSet<String>>,
+    /// Ids of ignored messages already logged at warn, so a message left in the queue is
+    /// not logged again every time it becomes visible.
+    ignored: Mutex<HashSet<String>>,
+    /// Grantless rotation-scope tokens, by a hash of the client id: cached like any token.
+    tokens: Mutex<HashMap<String, Arc<Token>>>,
+    queues: Mutex<BTreeMap<String, QueueState>>,
+}
+
+/// What a rotator needs besides the config.
+pub struct Parts {
+    pub sdk: aws_config::SdkConfig,
+    pub lwa: Arc<LwaClient>,
+    pub notifier: Notifier,
+    pub state_dir: PathBuf,
+    pub metrics: Option<Arc<Metrics>>,
+    pub params: Option<Arc<ParameterStore>>,
+    pub background: bool,
+}
+
+impl Rotator {
+    /// `None` when the config has no `[rotation.auto]` table.
+    pub fn new(config: &Config, parts: Parts) -> Result<Option<Arc<Self>>, String> {
+        let Some(auto) = &config.rotation.auto else {
+            return Ok(None);
+        };
+        let app_management = AppManagementClient::new(&auto.sp_api_endpoint, config.lwa.timeout)?;
+        Ok(Some(Arc::new(Rotator {
+            config: config.clone(),
+            auto: auto.clone(),
+            ssm: aws_sdk_ssm::Client::new(&parts.sdk),
+            sqs: crate::aws::sqs::client(&parts.sdk),
+            lwa: parts.lwa,
+            app_management,
+            host: parts.notifier.host.clone(),
+            notifier: parts.notifier,
+            state_dir: parts.state_dir,
+            metrics: parts.metrics,
+            params: parts.params,
+            background: parts.background,
+            in_flight: Mutex::default(),
+            handling: Mutex::default(),
+            ignored: Mutex::default(),
+            tokens: Mutex::default(),
+            queues: Mutex::default(),
+        })))
+    }
+
+    pub fn auto(&self) -> &AutoRotationConfig {
+        &self.auto
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn count(&self, event: &str) {
+        if let Some(m) = &self.metrics {
+            m.auto_rotation_event(event);
+        }
+    }
+
+    /// Every credential parameter, read (decrypted) from SSM now: a rotation decides on
+    /// what SSM holds, never on a copy that may be minutes old.
+    async fn read_values(&self) -> Result<HashMap<String, Parameter>, String> {
+        let names = self.config.credential_parameters();
+        let fetched = ssm::fetch(&self.ssm, &names).await?;
+        Ok(fetched
+            .parameters
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect())
+    }
+
+    fn apps(&self, values: &HashMap<String, Parameter>) -> Vec<App> {
+        apps::group(&self.config, |p| {
+            values.get(p).map(|v| v.value.expose_secret())
+        })
+        .0
+    }
+
+    /// This host's record of the app's last automatic rotation (its first credential's).
+    fn record_of(&self, app: &App) -> Option<state::AutoRotation> {
+        let first = app.credentials.first()?;
+        state::load_readonly(&self.state_dir)
+            .auto_rotations
+            .get(first)
+            .cloned()
+    }
+
+    /// Records an outcome for every credential of the app. A failure to record is logged,
+    /// not fatal: the rotation itself is what must not be lost.
+    fn record(&self, credentials: &[String], change: impl Fn(&mut state::AutoRotation)) {
+        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let result = state::update(&self.state_dir, |s| {
+            for c in credentials {
+                let r = s.auto_rotations.entry(c.clone()).or_default();
+                change(r);
+                r.host = self.host.clone();
+                r.at = now.clone();
+            }
+        });
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot record the automatic rotation in the state file");
+        }
+    }
+
+    /// Every credential's last automatic rotation on this host.
+    pub fn records(&self) -> BTreeMap<String, state::AutoRotation> {
+        state::load_readonly(&self.state_dir).auto_rotations
+    }
+
+    /// The grantless token with the rotation scope, reused while it has life left.
+    async fn grantless_token(
+        &self,
+        app: &App,
+        values: &HashMap<String, Parameter>,
+    ) -> Result<Arc<Token>, String> {
+        let key = fleet_hash(app.client_id.expose_secret());
+        let now = std::time::Instant::now();
+        if let Ok(tokens) = self.tokens.lock() {
+            if let Some(t) = tokens
+                .get(&key)
+                .filter(|t| t.expires_at > now + crate::lwa::MIN_LIFETIME)
+            {
+                return Ok(t.clone());
+            }
+        }
+        let secret = values
+            .get(app.key_parameter())
+            .ok_or_else(|| format!("{} could not be read from SSM", app.key_parameter()))?;
+        let grant = Grant {
+            client_id: SecretString::from(app.client_id.expose_secret().to_string()),
+            client_secret: SecretString::from(secret.value.expose_secret().to_string()),
+            kind: GrantKind::Scopes(vec![ROTATION_SCOPE.to_string()]),
+        };
+        let token = Arc::new(self.lwa.exchange(&grant).await.map_err(|e| e.to_string())?);
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.insert(key, token.clone());
+        }
+        Ok(token)
+    }
+
+    /// Publishes one message about `parameter`, once per fleet for `period`.
+    async fn publish(&self, parameter: &str, period: &str, msg: &message::Message) -> Outcome {
+        self.notifier
+            .deliver(Kind::AutoRotation, parameter, period, msg, true)
+            .await
+    }
+
+    /// Alerts a person, once per fleet for `period`.
+    async fn alert(&self, app: &App, period: &str, what: &str, detail: Option<&str>, action: &str) {
+        let msg = text::alert(&text::Alert {
+            parameter: app.key_parameter(),
+            credentials: &app.credentials,
+            what,
+            detail,
+            action,
+            host: &self.host,
+        });
+        if let Outcome::Failed(e) = self.publish(app.key_parameter(), period, &msg).await {
+            tracing::error!(parameter = %app.key_parameter(), error = %e, "cannot send the automatic rotation alert");
+        }
+    }
+
+    /// The fleet marker that lets one host, once, ask Amazon to rotate the secret at
+    /// `version`.
+    fn request_marker(&self, app: &App, version: i64) -> Option<String> {
+        self.config
+            .rotation
+            .fleet_lock_prefix
+            .as_ref()
+            .map(|prefix| {
+                format!(
+                    "{prefix}/{}/{}",
+                    fleet_hash(app.key_parameter()),
+                    machine::request_period(version)
+                )
+            })
+    }
+
+    fn note_queue(&self, queue: &str, result: Result<usize, &str>) {
+        if let Ok(mut q) = self.queues.lock() {
+            let s = q.entry(queue.to_string()).or_default();
+            match result {
+                Ok(n) => {
+                    s.last_receive = Some(SystemTime::now());
+                    s.last_error = None;
+                    s.messages += n as u64;
+                }
+                Err(e) => s.last_error = Some(e.to_string()),
+            }
+        }
+    }
+
+    /// The `auto` object of `/v1/status`'s rotation section: the configuration and each
+    /// queue's listener.
+    pub fn status(&self) -> serde_json::Value {
+        let auto = self.auto();
+        let queues: serde_json::Map<String, serde_json::Value> = self
+            .queues
+            .lock()
+            .map(|q| {
+                q.iter()
+                    .map(|(url, s)| {
+                        (
+                            url.clone(),
+                            serde_json::json!({
+                                "last_receive": s.last_receive.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                                "last_error": s.last_error,
+                                "messages": s.messages,
+                            }),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        serde_json::json!({
+            "enabled": auto.enabled,
+            "rotate_after_seconds": auto.rotate_after.as_secs(),
+            "new_secret_queue_url": auto.new_secret_queue_url,
+            "expiry_queue_url": auto.expiry_queue_url,
+            "sp_api_endpoint": auto.sp_api_endpoint,
+            "queues": queues,
+        })
+    }
+}
+
+/// A record's outcome as one short phrase, for tables and reports.
+pub fn describe(r: &state::AutoRotation) -> String {
+    let mut text = r.outcome.clone();
+    if let Some(v) = r.parameter_version {
+        text.push_str(&format!(" (version {v})"));
+    }
+    text.push_str(&format!(" at {} on {}", r.at, r.host));
+    if r.needs_attention {
+        text.push_str(", NEEDS ATTENTION");
+    }
+    text
+}

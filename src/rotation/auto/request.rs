@@ -1,0 +1,550 @@
+//! Asking Amazon for a new client secret: what a trigger (the rotation check's age test,
+//! an expiry notification, `lwa-agent rotate`) does. Runs [`machine::Request`]'s steps:
+//! fleet marker → grantless token → `rotateApplicationClientSecret`, with the 429 rule.
+//! Amazon then delivers the new secret to the queue, where `complete.rs` takes over,
+//! on whichever host receives it.
+//!
+//! Invariants: the marker is created before the call, so one host, once, asks for each
+//! secret version; it is given back only when no secret can have been made (nothing was
+//! asked, or Amazon refused), so a later trigger may try again without risking a second
+//! secret; the state file says `requesting`, then `waiting_for_secret`, so a restart
+//! neither repeats nor forgets the request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::apps::App;
+use super::machine::{self, outcome, Ending, Event, Skip, Step, Trigger};
+use super::notification::Expiry;
+use super::Rotator;
+use crate::aws::sqs::{self, Received};
+use crate::aws::ssm::{self, Parameter};
+
+/// Which app a trigger is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Credential(&'a str),
+    /// A client secret parameter (the rotation check's view).
+    SecretParameter(&'a str),
+    ClientId(&'a str),
+}
+
+/// What a trigger did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requested {
+    /// Not started, and why.
+    Skipped(Skip),
+    /// A dry run: what would be done.
+    Would(String),
+    /// Started in the background (the daemon).
+    Started,
+    /// Amazon accepted; the new secret is awaited until then.
+    Requested { wait_until: SystemTime },
+    /// Another host holds this version's marker (value: who and when).
+    OtherHost(String),
+    /// Nothing was asked of Amazon, or Amazon refused.
+    Failed(String),
+}
+
+impl Requested {
+    /// A short label for the rotation check's report.
+    pub fn label(&self) -> String {
+        match self {
+            Requested::Skipped(s) => format!("rotation_{}", s.label()),
+            Requested::Would(_) => "would_rotate".into(),
+            Requested::Started => "rotation_started".into(),
+            Requested::Requested { .. } => "rotation_requested".into(),
+            Requested::OtherHost(_) => "rotation_by_other_host".into(),
+            Requested::Failed(_) => "rotation_failed".into(),
+        }
+    }
+}
+
+/// The app, its current values, its key parameter's version and age.
+pub(super) struct Subject {
+    pub app: App,
+    pub values: HashMap<String, Parameter>,
+    pub version: i64,
+    pub last_modified: SystemTime,
+}
+
+impl Rotator {
+    /// Finds the app `target` names and reads where its secret stands in SSM.
+    pub(super) async fn subject(&self, target: Target<'_>) -> Result<Subject, String> {
+        let values = self.read_values().await?;
+        let apps = self.apps(&values);
+        let app = match target {
+            Target::Credential(name) => {
+                let Some(cred) = self.config.credential(name) else {
+                    return Err(format!("no credential named `{name}` in the config"));
+                };
+                apps.into_iter()
+                    .find(|a| a.credentials.contains(&cred.name))
+                    .ok_or_else(|| {
+                        format!(
+                            "the client id of credential `{name}` ({}) cannot be read from SSM",
+                            cred.client_id_parameter
+                        )
+                    })?
+            }
+            Target::SecretParameter(p) => apps
+                .into_iter()
+                .find(|a| a.secret_parameters.iter().any(|s| s == p))
+                .ok_or_else(|| format!("no readable credential uses {p} as its client secret"))?,
+            Target::ClientId(id) => apps
+                .into_iter()
+                .find(|a| a.is(id))
+                .ok_or_else(|| "no credential uses this client id".to_string())?,
+        };
+        let (metas, _) = ssm::describe(&self.ssm, &[app.key_parameter().to_string()]).await?;
+        let meta = metas
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{} is not in SSM", app.key_parameter()))?;
+        Ok(Subject {
+            app,
+            values,
+            version: meta.version,
+            last_modified: meta.last_modified.unwrap_or_else(SystemTime::now),
+        })
+    }
+
+    /// One trigger: decides whether to rotate, and if so asks Amazon (in the background in
+    /// the daemon). Errors are about reading SSM; what the request itself met is in the
+    /// returned value.
+    pub async fn trigger(
+        self: &Arc<Self>,
+        target: Target<'_>,
+        trigger: Trigger,
+        dry_run: bool,
+    ) -> Result<Requested, String> {
+        let subject = self.subject(target).await?;
+        Ok(self.start(subject, trigger, dry_run, self.background).await)
+    }
+
+    /// `spawn`: ask Amazon in a task of its own and return at once.
+    pub(super) async fn start(
+        self: &Arc<Self>,
+        subject: Subject,
+        trigger: Trigger,
+        dry_run: bool,
+        spawn: bool,
+    ) -> Requested {
+        let now = SystemTime::now();
+        let age = now
+            .duration_since(subject.last_modified)
+            .unwrap_or_default();
+        let record = self.record_of(&subject.app);
+        if let Err(skip) = machine::decide_start(
+            trigger,
+            subject.version,
+            age,
+            self.auto().rotate_after,
+            record.as_ref(),
+            now,
+        ) {
+            return Requested::Skipped(skip);
+        }
+        if dry_run {
+            return Requested::Would(self.plan(&subject).await);
+        }
+        let key = subject.app.key_parameter().to_string();
+        // One request per secret in this process at a time.
+        let fresh = self
+            .in_flight
+            .lock()
+            .map(|mut set| set.insert(key.clone()))
+            .unwrap_or(false);
+        if !fresh {
+            return Requested::Skipped(Skip::InFlight {
+                until: now + machine::REQUESTING_BOUND,
+            });
+        }
+        if spawn {
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.request(subject, trigger).await;
+            });
+            return Requested::Started;
+        }
+        self.request(subject, trigger).await
+    }
+
+    /// Runs the request's steps and records each outcome.
+    async fn request(&self, subject: Subject, trigger: Trigger) -> Requested {
+        let Subject {
+            app,
+            values,
+            version,
+            ..
+        } = subject;
+        let parameter = app.key_parameter().to_string();
+        tracing::info!(
+            parameter = %parameter,
+            version,
+            trigger = trigger.label(),
+            credentials = %app.credentials.join(","),
+            "automatic rotation: asking Amazon for a new client secret"
+        );
+        self.record(&app.credentials, |r| {
+            *r = crate::rotation::state::AutoRotation {
+                outcome: outcome::REQUESTING.into(),
+                trigger: trigger.label().into(),
+                parameter_version: Some(version),
+                ..Default::default()
+            };
+        });
+        let marker = self.request_marker(&app, version);
+        let (mut machine, mut step) = machine::Request::first();
+        let ending = loop {
+            let event = match step {
+                Step::TakeMarker => match &marker {
+                    None => Event::MarkerError(
+                        "rotation.fleet_lock_prefix is not set: automatic rotation needs it".into(),
+                    ),
+                    Some(name) => {
+                        let value = format!(
+                            "{} {} {}",
+                            self.host,
+                            humantime::format_rfc3339_seconds(SystemTime::now()),
+                            trigger.label()
+                        );
+                        match ssm::create_marker(&self.ssm, name, &value).await {
+                            Ok(true) => Event::MarkerTaken,
+                            Ok(false) => Event::MarkerHeld(
+                                ssm::marker(&self.ssm, name)
+                                    .await
+                                    .ok()
+                                    .flatten()
+                                    .unwrap_or_else(|| "another host".into()),
+                            ),
+                            Err(e) => Event::MarkerError(e),
+                        }
+                    }
+                },
+                Step::GetToken => {
+                    Event::Token(self.grantless_token(&app, &values).await.map(|_| ()))
+                }
+                Step::Call { attempt, after } => {
+                    if !after.is_zero() {
+                        tracing::warn!(
+                            parameter = %parameter,
+                            attempt,
+                            wait_seconds = after.as_secs(),
+                            "automatic rotation: waiting before calling Amazon again"
+                        );
+                        tokio::time::sleep(after).await;
+                    }
+                    let result = match self.grantless_token(&app, &values).await {
+                        Ok(token) => {
+                            self.app_management
+                                .rotate_client_secret(&token.access_token)
+                                .await
+                        }
+                        // Nothing was sent: retried like a refused connection.
+                        Err(e) => Err(crate::lwa::app_management::RotateError::Transport {
+                            url: self.app_management.url().to_string(),
+                            reason: format!("no grantless token: {e}"),
+                            sent: false,
+                        }),
+                    };
+                    match &result {
+                        Ok(()) => self.count("rotate_call_ok"),
+                        Err(e) => {
+                            self.count(&format!("rotate_call_{}", e.kind()));
+                            tracing::warn!(parameter = %parameter, attempt, error = %e, "automatic rotation: Amazon did not accept the rotate call");
+                        }
+                    }
+                    Event::Called(result)
+                }
+                Step::Finish(ending) => break ending,
+            };
+            step = machine.next(event);
+        };
+        let result = self
+            .finish(&app, version, trigger, marker.as_deref(), ending)
+            .await;
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.remove(&parameter);
+        }
+        result
+    }
+
+    async fn finish(
+        &self,
+        app: &App,
+        version: i64,
+        trigger: Trigger,
+        marker: Option<&str>,
+        ending: Ending,
+    ) -> Requested {
+        let parameter = app.key_parameter();
+        let wait = self.auto().wait_for_secret;
+        let waiting = |note: Option<String>| {
+            let now = SystemTime::now();
+            self.record(&app.credentials, |r| {
+                r.outcome = outcome::WAITING.into();
+                r.requested_at = Some(humantime::format_rfc3339_seconds(now).to_string());
+                r.wait_until = Some(humantime::format_rfc3339_seconds(now + wait).to_string());
+                r.parameter_version = Some(version);
+                r.needs_attention = false;
+                r.error = note.clone();
+            });
+            now + wait
+        };
+        match ending {
+            Ending::Requested => {
+                tracing::info!(
+                    parameter = %parameter,
+                    wait_seconds = wait.as_secs(),
+                    queue = %self.auto().new_secret_queue_url,
+                    "automatic rotation: Amazon accepted; waiting for the new secret on the queue"
+                );
+                Requested::Requested {
+                    wait_until: waiting(None),
+                }
+            }
+            Ending::MaybeRequested(e) => {
+                tracing::warn!(parameter = %parameter, error = %e, "automatic rotation: the rotate call may have reached Amazon; waiting for a new secret");
+                Requested::Requested {
+                    wait_until: waiting(Some(e)),
+                }
+            }
+            Ending::OtherHost(holder) => {
+                tracing::info!(parameter = %parameter, marker = %marker.unwrap_or(""), holder = %holder, "automatic rotation: another host asked Amazon for this secret version");
+                self.count("rotate_skipped_by_fleet_lock");
+                waiting(None);
+                Requested::OtherHost(holder)
+            }
+            Ending::Failed { error, give_back } => {
+                tracing::error!(parameter = %parameter, error = %error, trigger = trigger.label(), "automatic rotation: no new secret was requested");
+                if give_back {
+                    if let Some(m) = marker {
+                        if let Err(e) = ssm::delete_marker(&self.ssm, m).await {
+                            tracing::error!(error = %e, "cannot give the rotation marker back");
+                        }
+                    }
+                }
+                self.record(&app.credentials, |r| {
+                    r.outcome = outcome::FAILED.into();
+                    r.needs_attention = false;
+                    r.error = Some(error.clone());
+                });
+                self.alert(
+                    app,
+                    &machine::alert_period("request-failed", version),
+                    "Amazon was not asked for a new secret, or refused; nothing changed",
+                    Some(&error),
+                    "Fix the cause named in the error. The next rotation check tries again; to \
+                     try now: sudo lwa-agent rotate --credential NAME",
+                )
+                .await;
+                Requested::Failed(error)
+            }
+        }
+    }
+
+    /// What a dry run would do.
+    async fn plan(&self, subject: &Subject) -> String {
+        let marker = self.request_marker(&subject.app, subject.version);
+        let holder = match &marker {
+            Some(m) => match ssm::marker(&self.ssm, m).await {
+                Ok(Some(v)) => format!("held by {v}: no call would be made"),
+                Ok(None) => "free".to_string(),
+                Err(e) => format!("unreadable ({e})"),
+            },
+            None => "not configured".to_string(),
+        };
+        format!(
+            "would take the fleet marker {} ({holder}), get a grantless LWA token with scope \
+             {}, POST {}, wait up to {} for the new secret on {}, prove it at LWA, and write it \
+             to {} (version {} now)",
+            marker.as_deref().unwrap_or("-"),
+            crate::lwa::app_management::ROTATION_SCOPE,
+            self.app_management.url(),
+            humantime::format_duration(self.auto().wait_for_secret),
+            self.auto().new_secret_queue_url,
+            subject.app.secret_parameters.join(", "),
+            subject.version,
+        )
+    }
+
+    /// An expiry notification for a configured app: rotate when the secret is due,
+    /// otherwise say why not. The message is deleted once the notification is acted on
+    /// (a rotation was asked for, or is already under way, or is not for this secret); it
+    /// stays when the request failed, so that it is tried again when it reappears.
+    pub(super) async fn on_expiry(self: &Arc<Self>, queue: &str, m: &Received, e: Expiry) {
+        let subject = match self.subject(Target::ClientId(&e.client_id)).await {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(message_id = %m.id, error = %err, "expiry notification left in the queue: cannot look at the secret now");
+                return;
+            }
+        };
+        // Claimed for as long as a request may take (three calls a minute apart).
+        let _ = sqs::hide_for(&self.sqs, queue, &m.receipt, Duration::from_secs(300)).await;
+        let now = SystemTime::now();
+        let age = now
+            .duration_since(subject.last_modified)
+            .unwrap_or_default();
+        let parameter = subject.app.key_parameter().to_string();
+        tracing::info!(
+            message_id = %m.id,
+            parameter = %parameter,
+            expires_at = %e.expires_at.as_deref().unwrap_or("?"),
+            reason = %e.reason.as_deref().unwrap_or("?"),
+            "automatic rotation: Amazon announced the client secret's expiry"
+        );
+        let done = match machine::expiry_action(
+            e.published,
+            subject.last_modified,
+            age,
+            self.auto().rotate_after,
+        ) {
+            machine::ExpiryAction::Stale => {
+                tracing::info!(message_id = %m.id, parameter = %parameter, "the expiry notification is about a secret already replaced");
+                true
+            }
+            machine::ExpiryAction::TooYoung => {
+                let what = format!(
+                    "Amazon says the client secret expires at {} ({}), but {parameter} is \
+                     younger than rotation.auto.rotate_after, so the agent did not rotate it \
+                     on its own",
+                    e.expires_at.as_deref().unwrap_or("?"),
+                    e.reason.as_deref().unwrap_or("no reason given"),
+                );
+                let app = &subject.app;
+                let action = format!(
+                    "If the secret in SSM is the one that expires, rotate now: sudo lwa-agent \
+                     rotate --credential {}",
+                    app.credentials
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or("NAME")
+                );
+                self.alert(
+                    app,
+                    &machine::alert_period("expiry-young", subject.version),
+                    &what,
+                    None,
+                    &action,
+                )
+                .await;
+                true
+            }
+            machine::ExpiryAction::Rotate => {
+                // In this message's own task, so that the message is deleted only once the
+                // request got somewhere.
+                let outcome = self
+                    .start(subject, Trigger::ExpiryNotification, false, false)
+                    .await;
+                tracing::info!(message_id = %m.id, parameter = %parameter, outcome = %outcome.label(), "automatic rotation: expiry notification handled");
+                !matches!(outcome, Requested::Failed(_))
+            }
+        };
+        if done {
+            match sqs::delete(&self.sqs, queue, &m.receipt).await {
+                Ok(()) => self.count("expiry_message_done"),
+                Err(err) => {
+                    tracing::warn!(message_id = %m.id, error = %err, "cannot delete the expiry notification")
+                }
+            }
+        }
+    }
+}
+
+/// What the rotation check learnt about one client secret the agent rotates itself.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    /// What the trigger did, when the secret was due (for the report).
+    pub label: Option<String>,
+    state: PlanState,
+    rotate_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum PlanState {
+    Scheduled,
+    InProgress(String),
+    Failed(String),
+}
+
+impl CheckOutcome {
+    /// Where the rotation stands, for the parameter's reminder.
+    pub fn plan(&self) -> super::text::Plan<'_> {
+        match &self.state {
+            PlanState::Scheduled => super::text::Plan::Scheduled {
+                rotate_after: self.rotate_after,
+            },
+            PlanState::InProgress(since) => super::text::Plan::InProgress { since },
+            PlanState::Failed(error) => super::text::Plan::Failed { error },
+        }
+    }
+}
+
+impl Rotator {
+    /// The rotation check's part: for a credential's client secret parameter, start the
+    /// rotation when it is older than `rotate_after`, and say where it stands. `None` for
+    /// other parameters, or when automatic rotation is off.
+    pub async fn on_check(
+        self: &Arc<Self>,
+        parameter: &str,
+        version: i64,
+        last_modified: SystemTime,
+        now: SystemTime,
+        dry_run: bool,
+    ) -> Option<CheckOutcome> {
+        if !self.auto().enabled {
+            return None;
+        }
+        let credential = self
+            .config
+            .credentials
+            .iter()
+            .find(|c| c.client_secret_parameter == parameter)?;
+        let age = now.duration_since(last_modified).unwrap_or_default();
+        let label = if age >= self.auto().rotate_after {
+            let result = self
+                .trigger(Target::SecretParameter(parameter), Trigger::Age, dry_run)
+                .await;
+            Some(match result {
+                Ok(r) => {
+                    if let Requested::Would(plan) = &r {
+                        tracing::info!(parameter = %parameter, version, plan = %plan, "automatic rotation due (dry run)");
+                    }
+                    r.label()
+                }
+                Err(e) => {
+                    tracing::error!(parameter = %parameter, error = %e, "automatic rotation could not start; the next check tries again");
+                    "rotation_error".to_string()
+                }
+            })
+        } else {
+            None
+        };
+        let asked = matches!(
+            label.as_deref(),
+            Some("rotation_started" | "rotation_requested" | "rotation_by_other_host")
+        );
+        let state = match self.records().get(&credential.name) {
+            // Just asked (in the daemon the request may not be recorded yet).
+            _ if asked => PlanState::InProgress(humantime::format_rfc3339_seconds(now).to_string()),
+            Some(r) if r.needs_attention && r.parameter_version == Some(version) => {
+                PlanState::Failed(r.error.clone().unwrap_or_else(|| "see the alert".into()))
+            }
+            Some(r)
+                if r.parameter_version == Some(version)
+                    && (r.outcome == outcome::REQUESTING || r.outcome == outcome::WAITING) =>
+            {
+                PlanState::InProgress(r.requested_at.clone().unwrap_or_else(|| r.at.clone()))
+            }
+            _ => PlanState::Scheduled,
+        };
+        Some(CheckOutcome {
+            label,
+            state,
+            rotate_after: self.auto().rotate_after,
+        })
+    }
+}

@@ -1,0 +1,973 @@
+//! Automatic client-secret rotation (SPEC §9), end to end and asserted from outside: the
+//! agent binary against moto (SSM, KMS, SNS, SQS), the LWA test endpoint and the
+//! Application Management test endpoint, which sends the new secret into moto's queue as
+//! Amazon does. SNS is read back through an SQS queue subscribed to the topic.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use lwa_agent_testservers::app_management::{self, AppManagement, AppSettings, ROTATION_SCOPE};
+
+use crate::harness::*;
+
+/// How the agent under test is configured.
+struct Opts<'a> {
+    /// The in-process rotation check runs every second.
+    cron: bool,
+    /// Reminders: when due, and how often again.
+    warn_after: &'a str,
+    repeat_every: &'a str,
+    rotate_after: &'a str,
+    expiry_queue: bool,
+    /// Another AWS endpoint (a proxy in front of moto).
+    endpoint: Option<String>,
+    ssm_refresh: &'a str,
+    socket: Option<PathBuf>,
+}
+
+impl Default for Opts<'_> {
+    fn default() -> Self {
+        Opts {
+            cron: true,
+            warn_after: "1h",
+            repeat_every: "1h",
+            rotate_after: "3s",
+            expiry_queue: false,
+            endpoint: None,
+            ssm_refresh: "15m",
+            socket: None,
+        }
+    }
+}
+
+struct Auto {
+    w: World,
+    app: AppManagement,
+    new_queue: String,
+    expiry_queue: String,
+    topic: String,
+    /// Subscribed to the topic: what the agent published.
+    sns_queue: String,
+    /// Everything read from `sns_queue` so far (reading deletes).
+    seen: std::sync::Mutex<Vec<serde_json::Value>>,
+}
+
+const LOCKS: &str = "/erp/lwa-agent/locks";
+
+impl Auto {
+    async fn new(settings: impl FnOnce(&mut AppSettings)) -> Auto {
+        let w = World::new().await;
+        w.lwa.update(|s| s.scopes.push(ROTATION_SCOPE.into()));
+        let new_queue = w.create_queue("lwa-new-secret").await;
+        let expiry_queue = w.create_queue("lwa-secret-expiry").await;
+        let (topic, sns_queue) = w.topic_with_queue("lwa-rotation").await;
+        let mut s = AppSettings {
+            queue_url: new_queue.clone(),
+            // Tests that do not test the rate limit must not meet it twice.
+            window: Duration::from_secs(3600),
+            old_secret_valid_for: Duration::from_secs(3600),
+            new_secret_valid: true,
+            send_delay: Duration::ZERO,
+        };
+        settings(&mut s);
+        let app = AppManagement::start(w.lwa.clone(), s)
+            .await
+            .expect("Application Management test endpoint starts");
+        Auto {
+            w,
+            app,
+            new_queue,
+            expiry_queue,
+            topic,
+            sns_queue,
+            seen: std::sync::Mutex::default(),
+        }
+    }
+
+    fn config(&self, o: &Opts) -> String {
+        let text = self.w.config_parts(&Parts {
+            ssm: &format!("refresh_interval = \"{}\"", o.ssm_refresh),
+            extra: &format!(
+                "[rotation]\nenabled = {cron}\nschedule = \"* * * * * *\"\nwarn_after = \"{warn}\"\n\
+                 expire_after = \"2h\"\nrepeat_every = \"{repeat}\"\ntopic_arn = \"{topic}\"\n\
+                 fleet_lock_prefix = \"{LOCKS}\"\n\n[rotation.auto]\n\
+                 new_secret_queue_url = \"{new}\"\n{expiry}rotate_after = \"{after}\"\n\
+                 sp_api_endpoint = \"{app}\"\nwait_for_secret = \"20s\"\n",
+                cron = o.cron,
+                warn = o.warn_after,
+                repeat = o.repeat_every,
+                topic = self.topic,
+                new = self.new_queue,
+                expiry = if o.expiry_queue {
+                    format!("expiry_queue_url = \"{}\"\n", self.expiry_queue)
+                } else {
+                    String::new()
+                },
+                after = o.rotate_after,
+                app = self.app.endpoint(),
+            ),
+            ..Parts::default()
+        });
+        let text = match &o.endpoint {
+            Some(e) => text.replace(
+                &format!("endpoint_url = \"{}\"", self.w.endpoint()),
+                &format!("endpoint_url = \"{e}\""),
+            ),
+            None => text,
+        };
+        match &o.socket {
+            Some(s) => text.replace(
+                &self.w.socket().display().to_string(),
+                &s.display().to_string(),
+            ),
+            None => text,
+        }
+    }
+
+    /// Starts an agent (trace logs) with its own state directory.
+    async fn agent(&self, o: &Opts<'_>, name: &str) -> AgentProc {
+        let config = self.config(o);
+        let path = self.w.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, &config).expect("config");
+        let state = self.w.dir.path().join(format!("{name}-state"));
+        let mut cmd = agent_command();
+        cmd.env("RUST_LOG", "trace")
+            .env("STATE_DIRECTORY", &state)
+            .arg("--config")
+            .arg(&path)
+            .arg("run");
+        let socket = o.socket.clone().unwrap_or_else(|| self.w.socket());
+        let agent = AgentProc::spawn(cmd, socket);
+        agent.wait_listening().await;
+        agent.wait_for("/v1/token", 20, |r| r.status == 200).await;
+        agent
+    }
+
+    /// The client secret in SSM: (value, version).
+    async fn secret(&self) -> (String, i64) {
+        let p = self
+            .w
+            .ssm()
+            .await
+            .get_parameter()
+            .name(SECRET_PARAM)
+            .with_decryption(true)
+            .send()
+            .await
+            .expect("get")
+            .parameter
+            .expect("parameter");
+        (p.value.unwrap_or_default(), p.version)
+    }
+
+    /// Waits until SSM holds version `version` of the client secret; returns its value.
+    async fn wait_for_version(&self, version: i64, secs: u64, agents: &[&AgentProc]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (value, v) = self.secret().await;
+            if v >= version {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = agents.iter().map(|a| a.logs()).collect();
+                panic!(
+                    "SSM never got version {version} in {secs}s (calls: {:?})\nlogs:\n{}",
+                    self.app.calls(),
+                    logs.join("\n-----\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Messages in a queue, visible or not.
+    async fn depth(&self, queue: &str) -> u64 {
+        let sqs = aws_sdk_sqs::Client::new(&self.w.sdk().await);
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(queue)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .unwrap_or_default();
+        [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .filter_map(|k| attrs.get(k)?.parse::<u64>().ok())
+        .sum()
+    }
+
+    async fn wait_depth(&self, queue: &str, want: u64, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let d = self.depth(queue).await;
+            if d == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{queue} holds {d} messages, not {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until `agent` serves a token LWA issued for `secret`.
+    async fn wait_serving_with(&self, agent: &AgentProc, secret: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let r = agent.get("/v1/token").await;
+            if r.status == 200 {
+                let token = r.json()["access_token"].as_str().unwrap_or("").to_string();
+                if self
+                    .w
+                    .lwa
+                    .issued_for(&token)
+                    .is_some_and(|i| i.client_secret == secret)
+                {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the agent never served a token made with the new secret\nlogs:\n{}",
+                    agent.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SNS messages whose subject contains `needle`, waiting for `at_least`.
+    async fn published(&self, needle: &str, at_least: usize, secs: u64) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got = self.w.messages(&self.sns_queue, 0, 1).await;
+            let found: Vec<serde_json::Value> = {
+                let mut all = self.seen.lock().expect("seen");
+                all.extend(got);
+                all.iter()
+                    .filter(|m| m["Subject"].as_str().unwrap_or("").contains(needle))
+                    .cloned()
+                    .collect()
+            };
+            if found.len() >= at_least || Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The one accepted rotate call's new secret.
+    fn new_secret(&self) -> String {
+        let accepted = self.app.accepted();
+        assert_eq!(accepted.len(), 1, "exactly one rotate call: {accepted:?}");
+        accepted[0].new_secret.clone().expect("a new secret")
+    }
+
+    /// A second socket in the world's directory.
+    fn socket(&self, name: &str) -> PathBuf {
+        self.w.dir.path().join(format!("{name}.sock"))
+    }
+
+    fn lwa_agent(&self, config: &str, args: &[&str], state: &Path) -> Output {
+        let path = self
+            .w
+            .dir
+            .path()
+            .join(format!("cli-{}.toml", fastrand::u32(..)));
+        std::fs::write(&path, config).expect("config");
+        agent_command()
+            .env("RUST_LOG", "trace")
+            .env("STATE_DIRECTORY", state)
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .output()
+            .expect("lwa-agent runs")
+    }
+}
+
+impl World {
+    pub async fn create_queue(&self, name: &str) -> String {
+        aws_sdk_sqs::Client::new(&self.sdk().await)
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("queue url")
+    }
+}
+
+/// GETs /v1/token every 50 ms until stopped; counts answers other than 200.
+fn hammer(agent: Arc<AgentProc>) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<usize>) {
+    let stop = Arc::new(AtomicUsize::new(0));
+    let flag = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut failures = 0;
+        while flag.load(Ordering::Relaxed) == 0 {
+            if agent.get("/v1/token").await.status != 200 {
+                failures += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        failures
+    });
+    (stop, task)
+}
+
+fn cmdline(agent: &AgentProc) -> String {
+    std::fs::read(format!("/proc/{}/cmdline", agent.child.id()))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_secret_is_rotated_end_to_end_without_a_failed_request() {
+    let a = Auto::new(|_| {}).await;
+    let agent = Arc::new(a.agent(&Opts::default(), "host-a").await);
+    let (stop, hammer) = hammer(agent.clone());
+
+    // The secret becomes older than rotate_after (3 s); the check asks Amazon, the
+    // listener receives the new secret, proves it, writes it and reloads.
+    let written = a.wait_for_version(2, 60, &[&agent]).await;
+    let new = a.new_secret();
+    assert_eq!(written, new, "SSM holds the secret Amazon made");
+    a.wait_serving_with(&agent, &new, 30).await;
+    stop.store(1, Ordering::Relaxed);
+    assert_eq!(hammer.await.expect("hammer"), 0, "no failed token request");
+
+    // LWA saw the new secret (the proof and the refresh).
+    assert!(a
+        .w
+        .lwa
+        .received()
+        .iter()
+        .any(|r| r.form.get("client_secret") == Some(&new) && r.status == 200));
+    // The message is deleted, once SSM holds the secret.
+    a.wait_depth(&a.new_queue, 0, 10).await;
+
+    // One report, naming the parameter, its new version and the old secret's expiry.
+    let reports = a.published("automatically", 1, 20).await;
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    let body = reports[0]["Message"].as_str().expect("body");
+    let subject = reports[0]["Subject"].as_str().expect("subject");
+    assert!(
+        subject.contains(SECRET_PARAM) && subject.contains("version 2"),
+        "{subject}"
+    );
+    assert!(
+        body.contains(&format!("{SECRET_PARAM} (now version 2)"))
+            && body.contains("Old secret:    keeps working until 20"),
+        "{body}"
+    );
+
+    // Status, metrics and the status command show it.
+    let status = agent
+        .wait_for("/v1/status", 20, |r| {
+            r.json()["credentials"]["default"]["auto_rotation"]["outcome"] == "rotated"
+        })
+        .await;
+    let rec = &status.json()["credentials"]["default"]["auto_rotation"];
+    assert_eq!(rec["parameter_version"], 2, "{rec}");
+    assert_eq!(rec["trigger"], "age", "{rec}");
+    let metrics = agent.get("/metrics").await.body;
+    for line in [
+        "lwa_agent_auto_rotation_outcome{credential=\"default\",outcome=\"rotated\"} 1",
+        "lwa_agent_auto_rotation_needs_attention{credential=\"default\"} 0",
+        "lwa_agent_auto_rotation_events_total{event=\"rotated\"} 1",
+        "lwa_agent_auto_rotation_events_total{event=\"rotate_call_ok\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    let out = agent_command()
+        .args(["status", "--socket"])
+        .arg(&agent.socket)
+        .output()
+        .expect("status runs");
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        table.contains("Automatic rotation") && table.contains("rotated"),
+        "{table}"
+    );
+
+    // The canaries, old and new, appear nowhere else.
+    for (what, text) in [
+        ("logs at trace", agent.logs()),
+        ("status", status.body.clone()),
+        ("metrics", metrics),
+        ("status command", table),
+        ("argv", cmdline(&agent)),
+        ("SNS", format!("{reports:?}")),
+    ] {
+        a.w.canaries.assert_absent(what, &text);
+        assert!(!text.contains(&new), "{what} contains the new secret");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_notification_starts_a_rotation() {
+    let a = Auto::new(|_| {}).await;
+    // No cron: only the notification can start it.
+    let opts = Opts {
+        cron: false,
+        rotate_after: "1s",
+        expiry_queue: true,
+        ..Opts::default()
+    };
+    let agent = a.agent(&opts, "host-a").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        a.app.calls().is_empty(),
+        "nothing happens without a trigger"
+    );
+    app_management::send_to_queue(
+        &a.expiry_queue,
+        &app_management::expiry_notification(
+            CLIENT_ID,
+            SystemTime::now() + Duration::from_secs(7 * 86400),
+        ),
+    )
+    .await
+    .expect("send");
+    let written = a.wait_for_version(2, 60, &[&agent]).await;
+    assert_eq!(written, a.new_secret());
+    a.wait_depth(&a.expiry_queue, 0, 20).await;
+    a.wait_depth(&a.new_queue, 0, 20).await;
+    let status = agent
+        .wait_for("/v1/status", 20, |r| {
+            r.json()["credentials"]["default"]["auto_rotation"]["outcome"] == "rotated"
+        })
+        .await;
+    assert_eq!(
+        status.json()["credentials"]["default"]["auto_rotation"]["trigger"],
+        "expiry_notification"
+    );
+    a.w.canaries.assert_absent("logs", &agent.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_command_dry_run_does_nothing_and_the_real_run_rotates() {
+    let a = Auto::new(|_| {}).await;
+    let state = a.w.dir.path().join("state");
+    // Not due for an hour: the command runs anyway.
+    let config = a.config(&Opts {
+        rotate_after: "1h",
+        ..Opts::default()
+    });
+    let out = a.lwa_agent(
+        &config,
+        &["rotate", "--credential", "default", "--dry-run"],
+        &state,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for needle in [
+        "Dry run for credential `default`",
+        LOCKS,
+        "(free)",
+        "/applications/2023-11-30/clientSecret",
+        SECRET_PARAM,
+        "version 1 now",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from {stdout}");
+    }
+    assert!(a.app.calls().is_empty(), "a dry run asks nothing");
+    assert_eq!(a.secret().await.1, 1);
+    assert!(
+        !state.join("rotation-state.json").exists(),
+        "a dry run records nothing"
+    );
+    let markers =
+        a.w.ssm()
+            .await
+            .get_parameters_by_path()
+            .path(LOCKS)
+            .recursive(true)
+            .send()
+            .await
+            .expect("markers");
+    assert!(
+        markers.parameters.unwrap_or_default().is_empty(),
+        "no marker taken"
+    );
+
+    let out = a.lwa_agent(&config, &["rotate", "--credential", "nope"], &state);
+    assert_eq!(out.status.code(), Some(2));
+
+    // The real thing, with no agent running: the command receives the secret itself.
+    let out = a.lwa_agent(&config, &["rotate", "--credential", "default"], &state);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Rotated") && stdout.contains("version 2"),
+        "{stdout}"
+    );
+    let new = a.new_secret();
+    assert_eq!(a.secret().await, (new.clone(), 2));
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    for text in [&stdout, &stderr] {
+        a.w.canaries.assert_absent("rotate output", text);
+        assert!(!text.contains(&new));
+    }
+    // The next dry run is about the new version.
+    let again = a.lwa_agent(
+        &config,
+        &["rotate", "--credential", "default", "--dry-run"],
+        &state,
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("version 2 now"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_make_one_rotate_call_and_both_serve_the_new_secret() {
+    let a = Auto::new(|_| {}).await;
+    let opts = |socket: Option<PathBuf>| Opts {
+        rotate_after: "4s",
+        ssm_refresh: "2s",
+        socket,
+        ..Opts::default()
+    };
+    let (host_a, host_b) = (
+        a.agent(&opts(None), "host-a").await,
+        a.agent(&opts(Some(a.socket("b"))), "host-b").await,
+    );
+    let written = a.wait_for_version(2, 60, &[&host_a, &host_b]).await;
+    let new = a.new_secret();
+    assert_eq!(written, new);
+    a.wait_serving_with(&host_a, &new, 30).await;
+    a.wait_serving_with(&host_b, &new, 30).await;
+    assert_eq!(
+        a.app.calls().len(),
+        1,
+        "one call, fleet-wide: {:?}",
+        a.app.calls()
+    );
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    assert_eq!(
+        a.published("automatically", 1, 10).await.len(),
+        1,
+        "one report"
+    );
+    for h in [&host_a, &host_b] {
+        a.w.canaries.assert_absent("logs", &h.logs());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_host_completes_when_the_rotating_host_is_killed() {
+    // The secret reaches the queue a moment after the 204, when the caller is dead.
+    let a = Auto::new(|s| s.send_delay = Duration::from_millis(1500)).await;
+    let mut host_a = a
+        .agent(
+            &Opts {
+                rotate_after: "2s",
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    // Host B never starts a rotation (no cron), but listens.
+    let host_b = a
+        .agent(
+            &Opts {
+                cron: false,
+                ssm_refresh: "2s",
+                socket: Some(a.socket("b")),
+                ..Opts::default()
+            },
+            "host-b",
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.app.accepted().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no rotate call:\n{}",
+            host_a.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    host_a.signal(nix::sys::signal::Signal::SIGKILL);
+    host_a.wait_exit(10);
+    let written = a.wait_for_version(2, 90, &[&host_b]).await;
+    let new = a.new_secret();
+    assert_eq!(written, new);
+    a.wait_serving_with(&host_b, &new, 30).await;
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    a.w.canaries.assert_absent("logs", &host_b.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_host_completes_what_it_asked_for_before_it_was_killed() {
+    let a = Auto::new(|s| s.send_delay = Duration::from_millis(1500)).await;
+    let opts = Opts {
+        rotate_after: "2s",
+        ..Opts::default()
+    };
+    let mut first = a.agent(&opts, "host-a").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.app.accepted().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no rotate call:\n{}",
+            first.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    first.wait_exit(10);
+    // Same host, same state directory: it neither asks again nor forgets.
+    let again = a.agent(&opts, "host-a").await;
+    let written = a.wait_for_version(2, 90, &[&again]).await;
+    let new = a.new_secret();
+    assert_eq!(written, new);
+    a.wait_serving_with(&again, &new, 30).await;
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    assert_eq!(a.app.accepted().len(), 1);
+    a.w.canaries.assert_absent("logs", &again.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_secret_lwa_rejects_is_not_written_and_a_person_is_alerted() {
+    let a = Auto::new(|s| s.new_secret_valid = false).await;
+    // Reminders are due at once and repeat every 4 s: first they say the rotation is on
+    // its way, then that it failed.
+    let agent = a
+        .agent(
+            &Opts {
+                warn_after: "1s",
+                repeat_every: "4s",
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    let on_its_way = a
+        .published(&format!("{SECRET_PARAM}: automatic rotation"), 1, 30)
+        .await;
+    assert!(
+        !on_its_way.is_empty(),
+        "no 'on its way' reminder:\n{}",
+        agent.logs()
+    );
+    let text = on_its_way[0]["Message"].as_str().expect("body");
+    assert!(
+        text.contains("Nothing to do") && !text.contains("put-secret"),
+        "asks no one to act: {text}"
+    );
+    let alerts = a.published("ALERT", 1, 60).await;
+    assert_eq!(alerts.len(), 1, "one alert\nlogs:\n{}", agent.logs());
+    let body = alerts[0]["Message"].as_str().expect("body");
+    assert!(
+        body.contains(SECRET_PARAM) && body.contains("nothing was written"),
+        "{body}"
+    );
+    assert_eq!(
+        a.secret().await,
+        (a.w.canaries.client_secret.clone(), 1),
+        "not written"
+    );
+    assert_eq!(a.depth(&a.new_queue).await, 1, "the message stays");
+    let status = agent
+        .wait_for("/v1/status", 10, |r| {
+            r.json()["credentials"]["default"]["auto_rotation"]["outcome"] == "failed"
+        })
+        .await;
+    let rec = &status.json()["credentials"]["default"]["auto_rotation"];
+    assert_eq!(rec["needs_attention"], true, "{rec}");
+    // The checks go on every second; none asks Amazon again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.app.calls().len(), 1, "{:?}", a.app.calls());
+    assert!(agent
+        .get("/metrics")
+        .await
+        .body
+        .contains("lwa_agent_auto_rotation_needs_attention{credential=\"default\"} 1"));
+    // The reminder now asks a person, saying why.
+    let by_hand = a
+        .published("by hand: automatic rotation failed", 1, 30)
+        .await;
+    assert!(
+        !by_hand.is_empty(),
+        "no 'by hand' reminder:\n{}",
+        agent.logs()
+    );
+    let text = by_hand[0]["Message"].as_str().expect("body");
+    assert!(
+        text.starts_with("THE AUTOMATIC ROTATION OF") && text.contains("put-secret"),
+        "{text}"
+    );
+    let new = a.app.accepted()[0].new_secret.clone().expect("secret");
+    for (what, text) in [
+        ("logs", agent.logs()),
+        ("status", status.body.clone()),
+        ("alert", format!("{alerts:?}")),
+        ("reminders", format!("{on_its_way:?}{by_hand:?}")),
+    ] {
+        a.w.canaries.assert_absent(what, &text);
+        assert!(!text.contains(&new), "{what} contains the new secret");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_while_sqs_is_unreachable_is_not_lost() {
+    let a = Auto::new(|_| {}).await;
+    let moto: std::net::SocketAddr = format!("127.0.0.1:{}", a.w.moto_port)
+        .parse()
+        .expect("addr");
+    let proxy = lwa_agent_testservers::proxy::Proxy::start(moto)
+        .await
+        .expect("proxy");
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                endpoint: Some(proxy.url()),
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    proxy.set_up(false);
+    // Amazon delivers a new secret while the agent cannot reach AWS.
+    let new = format!("{}-ROTATED", a.w.canaries.client_secret);
+    a.w.lwa.update(|s| s.client_secrets.push(new.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    app_management::send_to_queue(
+        &a.new_queue,
+        &app_management::new_secret_notification(
+            CLIENT_ID,
+            &new,
+            SystemTime::now() + Duration::from_secs(180 * 86400),
+            SystemTime::now() + Duration::from_secs(7 * 86400),
+        ),
+    )
+    .await
+    .expect("send");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        agent.get("/v1/token").await.status,
+        200,
+        "tokens keep coming"
+    );
+    assert_eq!(
+        a.depth(&a.new_queue).await,
+        1,
+        "the message waits in the queue"
+    );
+    proxy.set_up(true);
+    let written = a.wait_for_version(2, 90, &[&agent]).await;
+    assert_eq!(written, new);
+    a.wait_serving_with(&agent, &new, 30).await;
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    let metrics = agent.get("/metrics").await.body;
+    assert!(metrics.contains("lwa_agent_auto_rotation_events_total{event=\"receive_error\"}"));
+    a.w.canaries.assert_absent("logs", &agent.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_unknown_client_messages_are_left_in_the_queue() {
+    let a = Auto::new(|_| {}).await;
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    let malformed = app_management::send_to_queue(
+        &a.new_queue,
+        &format!("not a notification {}", a.w.canaries.client_secret),
+    )
+    .await
+    .expect("send");
+    let other_app = app_management::send_to_queue(
+        &a.new_queue,
+        &app_management::new_secret_notification(
+            "amzn1.application-oa2-client.someone-else",
+            "amzn1.oa2-cs.v1.CANARYSECRETOTHERAPP",
+            SystemTime::now(),
+            SystemTime::now(),
+        ),
+    )
+    .await
+    .expect("send");
+    // A good message after them is still completed.
+    let new = format!("{}-ROTATED", a.w.canaries.client_secret);
+    a.w.lwa.update(|s| s.client_secrets.push(new.clone()));
+    app_management::send_to_queue(
+        &a.new_queue,
+        &app_management::new_secret_notification(
+            CLIENT_ID,
+            &new,
+            SystemTime::now() + Duration::from_secs(180 * 86400),
+            SystemTime::now() + Duration::from_secs(7 * 86400),
+        ),
+    )
+    .await
+    .expect("send");
+    assert_eq!(a.wait_for_version(2, 60, &[&agent]).await, new);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = agent.logs();
+        if logs.contains(&malformed) && logs.contains(&other_app) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ignored messages not logged:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.wait_depth(&a.new_queue, 2, 10).await;
+    let logs = agent.logs();
+    assert!(logs.contains("left untouched"), "{logs}");
+    assert!(
+        !logs.contains("not a notification"),
+        "a body reached the log"
+    );
+    assert!(!logs.contains("someone-else"), "a body reached the log");
+    a.w.canaries.assert_absent("logs", &logs);
+    assert!(a.app.calls().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_makes_the_agent_wait_a_minute_before_calling_again() {
+    let a = Auto::new(|s| s.window = Duration::from_secs(60)).await;
+    // Someone rotated a moment ago: the agent's first call meets the rate limit.
+    a.app.mark_called_now();
+    let agent = a.agent(&Opts::default(), "host-a").await;
+    let written = a.wait_for_version(2, 150, &[&agent]).await;
+    let calls = a.app.calls();
+    assert_eq!(
+        calls.iter().map(|c| c.status).collect::<Vec<_>>(),
+        vec![429, 204],
+        "{calls:?}"
+    );
+    let waited = calls[1].at.duration_since(calls[0].at);
+    assert!(waited >= Duration::from_secs(60), "waited only {waited:?}");
+    assert_eq!(written, a.new_secret());
+    let metrics = agent.get("/metrics").await.body;
+    assert!(
+        metrics.contains("lwa_agent_auto_rotation_events_total{event=\"rotate_call_throttled\"} 1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_and_doctor_cover_automatic_rotation() {
+    let a = Auto::new(|_| {}).await;
+    let state = a.w.dir.path().join("state");
+    let good = a.config(&Opts::default());
+    let out = a.lwa_agent(&good, &["config", "check"], &state);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("rotate_after is 3s, under a day"),
+        "{stdout}"
+    );
+
+    let bad = good
+        .replace("rotate_after = \"3s\"", "rotate_after = \"3h\"")
+        .replace(&format!("fleet_lock_prefix = \"{LOCKS}\"\n"), "");
+    let out = a.lwa_agent(&bad, &["config", "check"], &state);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`rotation.auto.rotate_after`")
+            && err.contains("expire_after")
+            && err.contains("`rotation.fleet_lock_prefix`"),
+        "{err}"
+    );
+    let typo = good.replace("wait_for_secret", "wait_for_secrett");
+    let out = a.lwa_agent(&typo, &["config", "check"], &state);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wait_for_secrett"));
+
+    let out = a.lwa_agent(&good, &["doctor"], &state);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains(&format!("SQS queue {}", a.new_queue))
+            && stdout.contains("ok    LWA rotation scope for `default`'s app"),
+        "{stdout}"
+    );
+    let missing = good.replace(&a.new_queue, &format!("{}-missing", a.new_queue));
+    let out = a.lwa_agent(&missing, &["doctor"], &state);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("FAIL  SQS queue {}-missing", a.new_queue)),
+        "{stdout}"
+    );
+    a.w.canaries.assert_absent("doctor", &stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_stays_until_ssm_holds_the_new_secret() {
+    let a = Auto::new(|_| {}).await;
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    // The write will fail: the parameter is gone (a cached token keeps being served).
+    a.w.ssm()
+        .await
+        .delete_parameter()
+        .name(SECRET_PARAM)
+        .send()
+        .await
+        .expect("delete");
+    let new = format!("{}-ROTATED", a.w.canaries.client_secret);
+    a.w.lwa.update(|s| s.client_secrets.push(new.clone()));
+    app_management::send_to_queue(
+        &a.new_queue,
+        &app_management::new_secret_notification(
+            CLIENT_ID,
+            &new,
+            SystemTime::now() + Duration::from_secs(180 * 86400),
+            SystemTime::now() + Duration::from_secs(7 * 86400),
+        ),
+    )
+    .await
+    .expect("send");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent.logs().contains("the message stays in the queue") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed write:\n{}",
+            agent.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        a.depth(&a.new_queue).await,
+        1,
+        "not deleted: SSM does not hold it"
+    );
+    assert_eq!(agent.get("/v1/token").await.status, 200);
+    a.w.canaries.assert_absent("logs", &agent.logs());
+}
