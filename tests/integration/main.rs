@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod aws_template;
 mod config_cli;
 mod examples;
 mod failures;
