@@ -485,7 +485,8 @@ async fn the_stack_deploys_grants_exactly_what_the_agent_calls_and_carries_remin
     // --- moto's IAM enforcement: the role is refused what its policy leaves out. ---
     // moto evaluates resources for SQS only (other services are checked against "*", which
     // a resource-scoped statement never matches), so the allowed calls are SQS's and
-    // DescribeParameters'; the refusals hold on AWS as well.
+    // DescribeParameters'; the refusals hold on AWS as well. No long polls: the queues'
+    // default wait is 20 s.
     let new_secret = output(&stack, "NewSecretQueueUrl");
     let expiry = output(&stack, "ExpiryQueueUrl");
     let dlq = output(&stack, "DeadLetterQueueUrl");
@@ -494,13 +495,13 @@ async fn the_stack_deploys_grants_exactly_what_the_agent_calls_and_carries_remin
             "allowed",
             "sqs",
             "receive_message",
-            json!({"QueueUrl": new_secret}),
+            json!({"QueueUrl": new_secret, "WaitTimeSeconds": 0}),
         ),
         (
             "allowed",
             "sqs",
             "receive_message",
-            json!({"QueueUrl": expiry}),
+            json!({"QueueUrl": expiry, "WaitTimeSeconds": 0}),
         ),
         (
             "allowed",
@@ -543,7 +544,7 @@ async fn the_stack_deploys_grants_exactly_what_the_agent_calls_and_carries_remin
             "refused",
             "sqs",
             "receive_message",
-            json!({"QueueUrl": dlq}),
+            json!({"QueueUrl": dlq, "WaitTimeSeconds": 0}),
         ),
         (
             "refused",
