@@ -392,10 +392,10 @@ async fn the_stack_deploys_grants_exactly_what_the_agent_calls_and_carries_remin
             let via = s["Condition"]["StringEquals"]["kms:ViaService"]
                 .as_str()
                 .unwrap_or_else(|| panic!("kms without kms:ViaService: {s}"));
-            let service = if resources == [queue_key.clone()] {
+            let service = if resources == [queue_key.as_str()] {
                 "sqs"
             } else {
-                assert_eq!(resources, [parameter_key.clone()], "{s}");
+                assert_eq!(resources, [parameter_key.as_str()], "{s}");
                 "ssm"
             };
             assert_eq!(via, format!("{service}.{REGION}.amazonaws.com"), "{s}");
