@@ -4,6 +4,7 @@
 mod harness;
 
 mod auto_rotation;
+mod aws_template;
 mod config_cli;
 mod examples;
 mod failures;

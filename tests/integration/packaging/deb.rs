@@ -67,6 +67,7 @@ fn deb_installs_upgrades_keeping_the_edited_config_and_purges_without_a_trace() 
         ("/usr/share/doc/lwa-agent/lwa-agent.toml", 0o644),
         ("/usr/share/doc/lwa-agent/copyright", 0o644),
         ("/usr/share/doc/lwa-agent/changelog.gz", 0o644),
+        ("/usr/share/lwa-agent/lwa-agent.yaml", 0o644),
     ] {
         assert_file(path, mode, 0, 0);
     }
@@ -188,7 +189,12 @@ fn deb_installs_upgrades_keeping_the_edited_config_and_purges_without_a_trace() 
     // Purge: nothing of the package is left anywhere (the lock is still held, so no
     // other test installs it meanwhile).
     dpkg_ok(&["--purge", "lwa-agent"]);
-    for gone in ["/etc/lwa-agent", "/var/lib/lwa-agent", "/run/lwa-agent"] {
+    for gone in [
+        "/etc/lwa-agent",
+        "/var/lib/lwa-agent",
+        "/run/lwa-agent",
+        "/usr/share/lwa-agent",
+    ] {
         assert!(!Path::new(gone).exists(), "{gone} survived the purge");
     }
     for dir in [

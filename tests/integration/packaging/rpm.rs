@@ -82,6 +82,7 @@ fn rpm_lists_the_expected_files_modes_and_scriptlets() {
             "-rw-r--r--",
             "root",
         ),
+        ("/usr/share/lwa-agent/lwa-agent.yaml", "-rw-r--r--", "root"),
     ];
     let pages = man_pages();
     let mut expected: Vec<(&str, &str, &str)> = expected.to_vec();
