@@ -11,6 +11,9 @@ fi
 # The package's directories, when empty: cargo-generate-rpm cannot list directories in the
 # package (its `dir = true` assets fail to build), so rpm does not remove them itself.
 if [ "$1" -eq 0 ]; then
-    rmdir /etc/lwa-agent /usr/share/doc/lwa-agent 2>/dev/null || :
+    rmdir /usr/share/doc/lwa-agent/docs 2>/dev/null || :
+    rmdir /etc/lwa-agent /usr/share/doc/lwa-agent /usr/share/lwa-agent 2>/dev/null || :
+    # systemd's record of the timer's last run (Persistent=true).
+    rm -f /var/lib/systemd/timers/stamp-lwa-agent-check.timer
 fi
 exit 0

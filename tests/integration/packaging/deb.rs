@@ -73,7 +73,7 @@ fn deb_installs_upgrades_keeping_the_edited_config_and_purges_without_a_trace() 
     }
     let pages = man_pages();
     assert!(pages.len() > 5, "{pages:?}");
-    for page in &pages {
+    for page in pages.iter().chain(&guides()) {
         assert_file(page, 0o644, 0, 0);
     }
     // The config: readable by the service's group, nobody else.

@@ -395,6 +395,21 @@ fn one<'a>(unit: &'a Unit, section: &str, key: &str) -> &'a str {
     }
 }
 
+/// Where the packages put the operator guides (`docs/*.md`): the README, the units and
+/// the agent's messages point there.
+fn guides() -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(repo().join("docs"))
+        .expect("docs/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("/usr/share/doc/lwa-agent/docs/{n}"))
+        .collect();
+    found.sort();
+    assert!(found.len() > 5, "{found:?}");
+    found
+}
+
 /// lwa-agent(8) and a page per (sub)command, as generate-assets names them.
 fn man_pages() -> Vec<String> {
     use clap::CommandFactory;

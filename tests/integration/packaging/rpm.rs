@@ -85,8 +85,10 @@ fn rpm_lists_the_expected_files_modes_and_scriptlets() {
         ("/usr/share/lwa-agent/lwa-agent.yaml", "-rw-r--r--", "root"),
     ];
     let pages = man_pages();
+    let guides = guides();
     let mut expected: Vec<(&str, &str, &str)> = expected.to_vec();
     expected.extend(pages.iter().map(|p| (p.as_str(), "-rw-r--r--", "root")));
+    expected.extend(guides.iter().map(|p| (p.as_str(), "-rw-r--r--", "root")));
     let want: BTreeSet<&str> = expected.iter().map(|(p, _, _)| *p).collect();
     let have: BTreeSet<&str> = files.keys().map(String::as_str).collect();
     assert_eq!(have, want, "rpm -qlvp:\n{listing}");
@@ -271,6 +273,7 @@ fn rpm_installs_upgrades_and_erases_in_a_scratch_root() {
     );
     assert!(!r.path("/usr/bin/lwa-agent").exists());
     assert!(!r.path("/usr/share/doc/lwa-agent").exists());
+    assert!(!r.path("/usr/share/lwa-agent").exists());
     let left: Vec<String> = std::fs::read_dir(r.path("/etc/lwa-agent"))
         .expect("the edited config stays as .rpmsave")
         .flatten()
