@@ -23,6 +23,10 @@ const QUIET: [&str; 12] = [
     "hickory_proto=info",
 ];
 
+/// Crates whose info lines mean nothing to a sysadmin ("Uninited", "Job creator
+/// created" from the cron scheduler at every start).
+const NOISY: [&str; 1] = ["tokio_cron_scheduler=warn"];
+
 /// Installs the global subscriber. `RUST_LOG` overrides `level` for debugging.
 pub fn init(level: &str, format: Option<LogFormat>) {
     let mut filter = EnvFilter::try_from_default_env()
@@ -30,7 +34,7 @@ pub fn init(level: &str, format: Option<LogFormat>) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Whatever level is asked for, the HTTP and AWS crates stay at info: at debug and trace
     // they print whole requests, and requests carry the secrets (the LWA form, PutParameter).
-    for quiet in QUIET {
+    for quiet in QUIET.iter().chain(&NOISY) {
         if let Ok(directive) = quiet.parse() {
             filter = filter.add_directive(directive);
         }
