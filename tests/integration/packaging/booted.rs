@@ -330,9 +330,20 @@ async fn the_packaged_units_under_a_real_systemd() {
     let w = World::new().await;
     let ra = RolesAnywhereHost::new(w.dir.path()).await;
     let _pki = PkiDir::install(&ra);
+    // Reminders to a topic and the automatic rotation's listener on, so their SNS, SSM and
+    // SQS calls (long polls) run inside the sandbox too. The secret is young: nothing is
+    // rotated.
+    let (topic, _) = w.topic_with_queue("lwa-rotation").await;
+    let queue = w.create_queue("lwa-new-secret").await;
+    let rotation = format!(
+        "{}\n[rotation]\ntopic_arn = \"{topic}\"\nfleet_lock_prefix = \"/erp/lwa-agent/locks\"\n\n\
+         [rotation.auto]\nenabled = true\nnew_secret_queue_url = \"{queue}\"\n\
+         rotate_after = \"150d\"\nsp_api_endpoint = \"http://127.0.0.1:9\"\n",
+        ra.section()
+    );
     std::fs::write(
         "/etc/lwa-agent/lwa-agent.toml",
-        installed_config(&w, &ra.section()),
+        installed_config(&w, &rotation),
     )
     .expect("write config");
 
@@ -361,6 +372,7 @@ async fn the_packaged_units_under_a_real_systemd() {
         status["aws"]["credential_source"], "IAM Roles Anywhere",
         "{status}"
     );
+
     let pid = sd.main_pid();
     let proc_status = sd.proc_status(pid);
     assert!(
@@ -403,6 +415,18 @@ async fn the_packaged_units_under_a_real_systemd() {
         "{}",
         sd.journal(&["-u", "lwa-agent-check.service"])
     );
+
+    // The rotation listener long-polls the queue (20 s waits) from inside the sandbox.
+    let mut polled = false;
+    for _ in 0..300 {
+        let status = request(&sd.socket(), "GET", "/v1/status", &[]).await.json();
+        if status["rotation"]["auto"]["queues"][&queue]["last_receive"].is_string() {
+            polled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(polled, "the rotation listener never received from {queue}");
 
     step("renewal");
     // A renewed certificate: the path unit restarts the agent; clients queue meanwhile.
@@ -460,11 +484,6 @@ async fn the_packaged_units_under_a_real_systemd() {
     );
     assert_eq!(token(&sd.socket()).await, Ok(200));
 
-    step("sandbox");
-    // Nothing the agent or the check did was refused by the sandbox.
-    let refused = sd.sandbox_refusals();
-    assert!(refused.is_empty(), "the sandbox refused: {refused:#?}");
-
     step("remove");
     // Remove with systemd running: everything stops and stays masked; purge removes the
     // state and every unit state.
@@ -488,6 +507,9 @@ async fn the_packaged_units_under_a_real_systemd() {
     );
     let enabled = sd.systemctl(&["is-enabled", "lwa-agent.socket"]);
     assert!(!enabled.status.success(), "no unit state survives purge");
+    // Nothing the agent or the check did, from start to stop, was refused by the sandbox.
+    let refused = sd.sandbox_refusals();
+    assert!(refused.is_empty(), "the sandbox refused: {refused:#?}");
     w.canaries.assert_absent(
         "the journal",
         &sd.journal(&["-u", "lwa-agent.service", "-u", "lwa-agent-check.service"]),
