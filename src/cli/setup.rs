@@ -225,7 +225,7 @@ async fn steps(
         written.describe(&config_path)
     );
     if changed == 0 && !written.changed() {
-        println!("Nothing changed: the parameters and the config were already as given.");
+        println!("Nothing changed in SSM or in the config.");
     }
 
     // 6. doctor, with the config as it is now on disk (and its environment overrides).
