@@ -105,7 +105,7 @@ pub enum Command {
         role. Exit 0 when everything is in place and doctor passed, 1 when a step failed, 2 \
         for a usage error."
     )]
-    Setup(setup::SetupArgs),
+    Setup(Box<setup::SetupArgs>),
     /// Rotate a credential's LWA client secret automatically now, whatever its age
     #[command(
         long_about = "Rotate a credential's LWA client secret now, the way [rotation.auto] \
@@ -208,7 +208,7 @@ fn dispatch(cli: Cli) -> Outcome {
         } => with_config(&config_path, move |cfg| {
             put_secret::run(cfg, credential, field, socket)
         }),
-        Command::Setup(args) => setup::run(args, &config_path),
+        Command::Setup(args) => setup::run(*args, &config_path),
         Command::Rotate {
             credential,
             dry_run,
