@@ -294,6 +294,17 @@ async fn store(plan: &Plan, v: &Values) -> Result<usize, String> {
         roles_anywhere: None,
     };
     let sdk = crate::aws::sdk_config(&aws, None).await;
+    // Credentials first: without any, the SDK's error would point at the agent's own
+    // credential sources, which are not the ones setup needs.
+    if let Some(provider) = sdk.credentials_provider() {
+        use aws_credential_types::provider::ProvideCredentials;
+        if let Err(e) = provider.provide_credentials().await {
+            return Err(format!(
+                "setup found no AWS credentials ({e}), so nothing was written: \
+                 {CREDENTIALS_HINT}"
+            ));
+        }
+    }
     let client = aws_sdk_ssm::Client::new(&sdk);
     let wanted: [(&str, &SecretString, &str); 3] = [
         (

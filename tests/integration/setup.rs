@@ -590,3 +590,50 @@ fn setup_refuses_bad_outputs_and_input_with_exit_2_and_writes_nothing() {
         assert!(!config.exists(), "{args:?}: no config written");
     }
 }
+
+/// Setup writes with an administrator's credentials: without any, it says so (and whose
+/// are needed) after LWA accepted the values, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_without_aws_credentials_says_whose_are_needed_and_writes_nothing() {
+    let w = World::without_moto().await;
+    let config = w.dir.path().join("lwa-agent.toml");
+    let input = format!(
+        "{CLIENT_ID}\n{}\n{}\n",
+        w.canaries.client_secret, w.canaries.refresh_token
+    );
+    let mut cmd = agent_command();
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "setup",
+            "--region",
+            REGION,
+            "--client-id-parameter",
+            ID_PARAM,
+            "--client-secret-parameter",
+            SECRET_PARAM,
+            "--refresh-token-parameter",
+            REFRESH_PARAM,
+            "--key-id",
+            "alias/lwa-agent",
+            "--endpoint-url",
+            &w.endpoint(),
+            "--token-url",
+            &w.lwa.url(),
+        ]);
+    let out = run(&mut cmd, &input);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("LWA accepted"), "{}", out.stdout);
+    for expected in [
+        "no AWS credentials",
+        "nothing was written",
+        "administrator's credentials",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected}: {}", out.stderr);
+    }
+    w.canaries.assert_absent("stdout", &out.stdout);
+    w.canaries.assert_absent("stderr", &out.stderr);
+    assert!(!config.exists());
+}
