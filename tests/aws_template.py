@@ -9,6 +9,9 @@ stdout; the Rust test makes every assertion.
   aws_template.py deploy ENDPOINT TEMPLATE STACK [Key=Value ...]
       create the stack, wait for CREATE_COMPLETE; print its status, outputs and
       resources, and the agent role's trust policy and inline policies as IAM stores them
+  aws_template.py describe ENDPOINT STACK
+      what `aws cloudformation describe-stacks --stack-name STACK --output json` prints
+      (the answer without boto3's ResponseMetadata; dates as strings), for lwa-agent setup
   aws_template.py probe ENDPOINT ROLE_ARN < calls.json
       assume ROLE_ARN, switch on moto's IAM enforcement (/moto-api/reset-auth), make each
       call [{"service","operation","args"}] with the role's credentials, switch it off;
@@ -110,6 +113,12 @@ def deploy(endpoint, path, stack, overrides):
     }
 
 
+def describe(endpoint, stack):
+    answer = client("cloudformation", endpoint).describe_stacks(StackName=stack)
+    answer.pop("ResponseMetadata", None)
+    return answer
+
+
 def reset_auth(endpoint, count):
     request = urllib.request.Request(
         f"{endpoint}/moto-api/reset-auth",
@@ -160,6 +169,8 @@ def main(argv):
         result = decode(argv[2])
     elif len(argv) >= 5 and argv[1] == "deploy":
         result = deploy(argv[2], argv[3], argv[4], argv[5:])
+    elif len(argv) == 4 and argv[1] == "describe":
+        result = describe(argv[2], argv[3])
     elif len(argv) == 4 and argv[1] == "probe":
         result = probe(argv[2], argv[3], json.load(sys.stdin))
     else:

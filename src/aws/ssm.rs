@@ -299,6 +299,56 @@ pub async fn rewrite_secret(
     })
 }
 
+/// The current values of `names` (at most 10, one call) with decryption, and the names
+/// that do not exist. Unlike [`fetch`], any failure is an error: `setup` must know what is
+/// there before it writes anything.
+pub async fn read_current(
+    client: &aws_sdk_ssm::Client,
+    names: &[String],
+) -> Result<(Vec<Parameter>, Vec<String>), String> {
+    debug_assert!(names.len() <= MAX_NAMES_PER_CALL);
+    get_parameters(client, names).await.map_err(|e| e.message)
+}
+
+/// Creates a SecureString encrypted with `key_id`, only if `name` does not exist yet
+/// (`Overwrite` false: a value someone else wrote meanwhile is never replaced unseen).
+/// Returns the new version.
+pub async fn create_secret(
+    client: &aws_sdk_ssm::Client,
+    name: &str,
+    value: &SecretString,
+    key_id: &str,
+    description: &str,
+) -> Result<i64, String> {
+    match client
+        .put_parameter()
+        .name(name)
+        .value(value.expose_secret())
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .key_id(key_id)
+        .description(description)
+        .overwrite(false)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.version),
+        Err(e) if e.code() == Some("ParameterAlreadyExists") => Err(format!(
+            "{name} was created by someone else while setup ran: run setup again, it compares \
+             the values first"
+        )),
+        Err(e) => Err(super::error::describe(
+            &e,
+            &super::error::Call {
+                what: &format!("SSM PutParameter creating {name}"),
+                permission: "ssm:PutParameter on the parameter and kms:Encrypt on the key \
+                             (setup uses the standard AWS credential chain: an \
+                             administrator's credentials, not the agent's role)",
+            },
+        )
+        .line),
+    }
+}
+
 /// Policies to send again with the new value: AWS's JSON texts. moto's Python-repr texts
 /// (SPEC §8) are not JSON and cannot be sent back; they are left as SSM keeps them.
 fn rewritable_policies(policies: &[(Option<String>, Option<String>)]) -> Option<String> {

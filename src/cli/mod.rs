@@ -6,6 +6,8 @@ mod client;
 mod doctor;
 mod put_secret;
 mod rotate;
+mod setup;
+mod stack_outputs;
 mod status_table;
 
 use std::path::PathBuf;
@@ -86,6 +88,24 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// After the CloudFormation stack: prove and store the three LWA values, write the
+    /// config, run doctor
+    #[command(
+        long_about = "After the CloudFormation stack (/usr/share/lwa-agent/lwa-agent.yaml): \
+        read the stack's outputs (--outputs FILE, or the flags), ask for the LWA client id, \
+        client secret and refresh token (on a terminal without echo; from a pipe, three \
+        lines in that order; never from argv or the environment), prove them with a real \
+        LWA exchange, store them as SecureStrings with the stack's KMS key, write the config \
+        (--config, default /etc/lwa-agent/lwa-agent.toml; an existing one is kept unless \
+        --force-config), run doctor, and print the one command left to run. A set LWA \
+        rejects writes nothing. Every step is idempotent: a parameter that already holds the \
+        value and a config that already says the same are left untouched, so a second run \
+        changes nothing and a failed run can be run again. The parameters are written with \
+        the standard AWS credential chain (an administrator's credentials), not the agent's \
+        role. Exit 0 when everything is in place and doctor passed, 1 when a step failed, 2 \
+        for a usage error."
+    )]
+    Setup(Box<setup::SetupArgs>),
     /// Rotate a credential's LWA client secret automatically now, whatever its age
     #[command(
         long_about = "Rotate a credential's LWA client secret now, the way [rotation.auto] \
@@ -188,6 +208,7 @@ fn dispatch(cli: Cli) -> Outcome {
         } => with_config(&config_path, move |cfg| {
             put_secret::run(cfg, credential, field, socket)
         }),
+        Command::Setup(args) => setup::run(*args, &config_path),
         Command::Rotate {
             credential,
             dry_run,

@@ -46,27 +46,75 @@ fn parameter_of(cred: &CredentialConfig, field: Field) -> Result<String, String>
 
 /// Reads the value without echo on a terminal, or all of stdin from a pipe.
 fn read_value(field: Field) -> Result<SecretString, String> {
-    let text = if std::io::stdin().is_terminal() {
-        let name = format!("{field:?}");
-        Zeroizing::new(
-            rpassword::prompt_password(format!("New {name} (input is not shown): "))
-                .map_err(|e| format!("cannot read from the terminal: {e}"))?,
-        )
+    let label = format!("New {field:?}");
+    let mut values = read_secrets(&[label.as_str()])?;
+    Ok(values.remove(0))
+}
+
+/// Reads one secret per label: on a terminal each after a prompt, without echo; from a
+/// pipe one line each, in order, and nothing else. Never from argv or the environment
+/// (they show in `ps` and /proc). Empty values and extra lines are refused: a stray line
+/// must not shift a secret into the wrong parameter. Shared by `put-secret` and `setup`.
+pub(super) fn read_secrets(labels: &[&str]) -> Result<Vec<SecretString>, String> {
+    if std::io::stdin().is_terminal() {
+        let mut out = Vec::with_capacity(labels.len());
+        for label in labels {
+            let text = Zeroizing::new(
+                rpassword::prompt_password(format!("{label} (input is not shown): "))
+                    .map_err(|e| format!("cannot read from the terminal: {e}"))?,
+            );
+            let value = text.trim();
+            if value.is_empty() {
+                return Err(format!(
+                    "nothing was entered for {label}: nothing was changed"
+                ));
+            }
+            out.push(SecretString::from(value.to_string()));
+        }
+        return Ok(out);
+    }
+    let mut buf = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut buf)
+        .map_err(|e| format!("cannot read the values from stdin: {e}"))?;
+    split_lines(&buf, labels.len())
+}
+
+/// Exactly `n` non-empty lines (a final newline optional), each trimmed.
+fn split_lines(text: &str, n: usize) -> Result<Vec<SecretString>, String> {
+    let text = text.trim_end_matches(['\r', '\n']);
+    let lines: Vec<&str> = if text.trim().is_empty() {
+        Vec::new()
     } else {
-        let mut buf = Zeroizing::new(String::new());
-        std::io::stdin()
-            .read_to_string(&mut buf)
-            .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
-        buf
+        text.split('\n').map(|l| l.trim()).collect()
     };
-    let value = text.trim_end_matches(['\r', '\n']).trim();
-    if value.is_empty() {
-        return Err("no value on stdin: pipe the new value in, or type it at the prompt".into());
+    if n == 1 {
+        match lines.len() {
+            0 => {
+                return Err(
+                    "no value on stdin: pipe the new value in, or type it at the prompt".into(),
+                )
+            }
+            1 => {}
+            _ => return Err("the value has more than one line: give exactly one value".into()),
+        }
+    } else if lines.len() != n {
+        return Err(format!(
+            "stdin has {} line{}, not {n}: give one value per line, in the order asked",
+            lines.len(),
+            if lines.len() == 1 { "" } else { "s" }
+        ));
     }
-    if value.contains(['\n', '\r']) {
-        return Err("the value has more than one line: give exactly one value".into());
+    if let Some(i) = lines.iter().position(|l| l.is_empty()) {
+        return Err(format!(
+            "line {} of stdin is empty: give one value per line, in the order asked",
+            i + 1
+        ));
     }
-    Ok(SecretString::from(value.to_string()))
+    Ok(lines
+        .into_iter()
+        .map(|l| SecretString::from(l.to_string()))
+        .collect())
 }
 
 pub async fn run(
@@ -196,5 +244,42 @@ async fn confirm(
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(text: &str, n: usize) -> Result<Vec<String>, String> {
+        split_lines(text, n).map(|v| v.iter().map(|s| s.expose_secret().to_string()).collect())
+    }
+
+    #[test]
+    fn stdin_gives_exactly_one_value_per_line_in_order() {
+        assert_eq!(values("a\nb\nc\n", 3).unwrap(), ["a", "b", "c"]);
+        assert_eq!(values(" a \r\nb\r\nc", 3).unwrap(), ["a", "b", "c"]);
+        assert_eq!(values("only\n", 1).unwrap(), ["only"]);
+        assert!(values("a\nb\n", 3).unwrap_err().contains("2 lines, not 3"));
+        assert!(values("a\nb\nc\nd\n", 3).unwrap_err().contains("4 lines"));
+        assert!(values("a\n\nc\n", 3)
+            .unwrap_err()
+            .contains("line 2 of stdin is empty"));
+        assert!(values("", 3).unwrap_err().contains("0 lines"));
+        assert!(values("\n", 1).unwrap_err().contains("no value on stdin"));
+        assert!(values("a\nb\n", 1)
+            .unwrap_err()
+            .contains("more than one line"));
+    }
+
+    #[test]
+    fn a_refused_input_never_names_its_values() {
+        for (text, n) in [
+            ("s3cret\nx\n", 3),
+            ("s3cret\n\ns3cret\n", 3),
+            ("s3cret\nx", 1),
+        ] {
+            assert!(!values(text, n).unwrap_err().contains("s3cret"));
+        }
     }
 }

@@ -279,6 +279,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             .filter(|k| !k.as_str().eq_ignore_ascii_case("config"))
             .split("__"),
     );
+    extract(&figment, path, &file_label)
+}
+
+/// Validates `text` exactly as [`load`] validates a file, but without the environment
+/// overrides: for a file that is about to be written (`lwa-agent setup` checks what it
+/// writes before it writes it). `path` is where it will be written, for messages.
+pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let figment = Figment::new().merge(Toml::string(text));
+    let label = path.display().to_string();
+    // The text is the only source: every problem is the file's.
+    extract(&figment, path, &label).map_err(|mut e| {
+        for p in &mut e.problems {
+            p.source.clone_from(&label);
+        }
+        e
+    })
+}
+
+fn extract(figment: &Figment, path: &Path, file_label: &str) -> Result<Config, ConfigError> {
     let raw: raw::RawConfig = match figment.extract() {
         Ok(raw) => raw,
         Err(e) => {
@@ -289,7 +308,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                         .metadata
                         .as_ref()
                         .map(|m| describe(m, &err.path.join(".")))
-                        .unwrap_or_else(|| file_label.clone());
+                        .unwrap_or_else(|| file_label.to_string());
                     Problem {
                         source,
                         key: err.path.join("."),
@@ -300,7 +319,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             return Err(ConfigError { problems });
         }
     };
-    validate::validate(raw, path, &|key| source_of(&figment, key, &file_label))
+    validate::validate(raw, path, &|key| source_of(figment, key, file_label))
 }
 
 fn single(source: &str, reason: &str) -> ConfigError {

@@ -100,7 +100,7 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn template() -> PathBuf {
+pub(crate) fn template() -> PathBuf {
     root().join("packaging/aws/lwa-agent.yaml")
 }
 
@@ -117,7 +117,7 @@ fn venv(tool: &str) -> PathBuf {
 }
 
 /// Runs tests/aws_template.py and returns the JSON it prints.
-fn helper(args: &[&str], stdin: Option<&Value>) -> Value {
+pub(crate) fn helper(args: &[&str], stdin: Option<&Value>) -> Value {
     let mut cmd = Command::new(venv("python"));
     cmd.arg(root().join("tests/aws_template.py"))
         .args(args)

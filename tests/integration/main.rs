@@ -14,4 +14,5 @@ mod peers;
 mod requests;
 mod roles_anywhere;
 mod rotation;
+mod setup;
 mod tokens;
