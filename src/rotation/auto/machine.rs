@@ -120,11 +120,12 @@ pub fn decide_start(
     Ok(())
 }
 
-/// How often Amazon's rotate call is tried (429s and server errors) before giving up.
+/// How often Amazon's rotate call is tried (429s and connections that never sent the
+/// request) before giving up.
 pub const MAX_CALLS: u32 = 3;
 
-/// The pause after a server error or a refused connection before the next call.
-pub const SERVER_ERROR_WAIT: Duration = Duration::from_secs(5);
+/// The pause after a connection that could not send the request, before the next call.
+pub const UNSENT_WAIT: Duration = Duration::from_secs(5);
 
 /// One step of asking Amazon for a new secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,8 +147,9 @@ pub enum Step {
 pub enum Ending {
     /// Amazon accepted (204): the new secret is on its way to the queue.
     Requested,
-    /// The request may have reached Amazon (a timeout after sending): treated as
-    /// requested, so the marker stays and the new secret is waited for.
+    /// The request may have reached Amazon (a timeout after sending, or a server error,
+    /// which does not prove that no secret was made): treated as requested, so the marker
+    /// stays and the new secret is waited for.
     MaybeRequested(String),
     /// Another host holds this version's marker: it asked, or is asking.
     OtherHost(String),
@@ -193,12 +195,15 @@ impl Request {
             Event::Token(Ok(())) => self.call(Duration::ZERO),
             Event::Called(Ok(())) => Step::Finish(Ending::Requested),
             Event::Called(Err(e)) => {
+                // Invariant: only a call that certainly made no secret is repeated (a 429,
+                // or a request that never left this host). A 5xx or a timeout after
+                // sending may come after Amazon made a secret: calling again could make a
+                // second one, and giving the marker back could let another host do so.
                 let retry_after = match &e {
                     // One call a minute: wait at least 60 s, never call at once.
                     RotateError::Throttled { retry_after } => Some(throttle_wait(*retry_after)),
-                    RotateError::Server { .. } => Some(SERVER_ERROR_WAIT),
-                    RotateError::Transport { sent: false, .. } => Some(SERVER_ERROR_WAIT),
-                    RotateError::Transport { sent: true, .. } => {
+                    RotateError::Transport { sent: false, .. } => Some(UNSENT_WAIT),
+                    RotateError::Transport { sent: true, .. } | RotateError::Server { .. } => {
                         return Step::Finish(Ending::MaybeRequested(e.to_string()))
                     }
                     RotateError::Refused { .. } => None,
@@ -514,6 +519,38 @@ mod tests {
             r.next(Event::Called(Err(timeout))),
             Step::Finish(Ending::MaybeRequested(_))
         ));
+    }
+
+    #[test]
+    fn a_server_error_keeps_the_marker_and_waits_for_the_secret() {
+        // A 5xx does not prove that Amazon made no secret: no second call, no give-back.
+        let (mut r, _) = Request::first();
+        r.next(Event::MarkerTaken);
+        r.next(Event::Token(Ok(())));
+        let server = RotateError::Server {
+            status: 503,
+            message: "Service Unavailable".into(),
+        };
+        assert!(matches!(
+            r.next(Event::Called(Err(server))),
+            Step::Finish(Ending::MaybeRequested(_))
+        ));
+        // A connection that never sent the request is safe to repeat.
+        let (mut r, _) = Request::first();
+        r.next(Event::MarkerTaken);
+        r.next(Event::Token(Ok(())));
+        let unsent = RotateError::Transport {
+            url: "u".into(),
+            reason: "connection failed".into(),
+            sent: false,
+        };
+        assert_eq!(
+            r.next(Event::Called(Err(unsent))),
+            Step::Call {
+                attempt: 2,
+                after: UNSENT_WAIT
+            }
+        );
     }
 
     #[test]
