@@ -244,6 +244,34 @@ pub async fn create_marker(
     }
 }
 
+/// Sets a String parameter under the fleet prefix, whether or not it exists (a record,
+/// not a lock: see [`create_marker`] for those).
+pub async fn set_marker(
+    client: &aws_sdk_ssm::Client,
+    name: &str,
+    value: &str,
+) -> Result<(), String> {
+    client
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            super::error::describe(
+                &e,
+                &super::error::Call {
+                    what: &format!("SSM PutParameter of the fleet record {name}"),
+                    permission: "ssm:PutParameter on rotation.fleet_lock_prefix",
+                },
+            )
+            .line
+        })
+}
+
 /// What [`rewrite_secret`] wrote.
 #[derive(Debug, Clone)]
 pub struct Rewritten {

@@ -971,3 +971,162 @@ async fn the_message_stays_until_ssm_holds_the_new_secret() {
     assert_eq!(agent.get("/v1/token").await.status, 200);
     a.w.canaries.assert_absent("logs", &agent.logs());
 }
+
+impl Auto {
+    /// When SSM last wrote the client secret.
+    async fn secret_written_at(&self) -> SystemTime {
+        let p = self
+            .w
+            .ssm()
+            .await
+            .get_parameter()
+            .name(SECRET_PARAM)
+            .send()
+            .await
+            .expect("get")
+            .parameter
+            .expect("parameter");
+        p.last_modified_date
+            .and_then(|d| SystemTime::try_from(d).ok())
+            .expect("LastModifiedDate")
+    }
+
+    /// Sends a new-secret message for this app, as Amazon would have published it at
+    /// `published`, with a secret LWA accepts. Returns the message id.
+    async fn send_new_secret(&self, secret: &str, published: SystemTime) -> String {
+        let s = secret.to_string();
+        self.w.lwa.update(|l| l.client_secrets.push(s));
+        app_management::send_to_queue(
+            &self.new_queue,
+            &app_management::new_secret_notification_published(
+                CLIENT_ID,
+                secret,
+                published + Duration::from_secs(180 * 86400),
+                published + Duration::from_secs(7 * 86400),
+                published,
+            ),
+        )
+        .await
+        .expect("send")
+    }
+}
+
+/// Waits until the agent's log has `needle` on a line that names `message_id`.
+async fn wait_log_line(agent: &AgentProc, needle: &str, message_id: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let logs = agent.logs();
+        if logs
+            .lines()
+            .any(|l| l.contains(needle) && l.contains(message_id))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` for {message_id}:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_new_secret_message_never_overwrites_a_newer_secret() {
+    let a = Auto::new(|_| {}).await;
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    let seeded = a.secret_written_at().await;
+    let canary = a.w.canaries.client_secret.clone();
+
+    // A message Amazon published before SSM got its current secret (LWA still accepts
+    // its secret, as it does for days): SSM moved on; nothing is written, it is deleted.
+    let ancient = format!("{canary}-ANCIENT");
+    let id = a
+        .send_new_secret(&ancient, seeded - Duration::from_secs(600))
+        .await;
+    wait_log_line(&agent, "stale new-secret message", &id, 30).await;
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    assert_eq!(a.secret().await, (canary.clone(), 1), "not written");
+
+    // Two rotations: the older message is completed only after the newer one was
+    // published (it was stuck, say). SSM's write time is then later than the newer
+    // message's publish time, and still the newer secret must win.
+    let older = format!("{canary}-OLDER");
+    let newer = format!("{canary}-NEWER");
+    while SystemTime::now() < seeded + Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.send_new_secret(&older, seeded + Duration::from_secs(1))
+        .await;
+    assert_eq!(a.wait_for_version(2, 60, &[&agent]).await, older);
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    a.send_new_secret(&newer, seeded + Duration::from_secs(2))
+        .await;
+    assert_eq!(a.wait_for_version(3, 60, &[&agent]).await, newer);
+    a.wait_depth(&a.new_queue, 0, 10).await;
+
+    // The older message again (SQS delivers at least once): stale, SSM keeps the newer.
+    let again = a
+        .send_new_secret(&older, seeded + Duration::from_secs(1))
+        .await;
+    wait_log_line(&agent, "stale new-secret message", &again, 30).await;
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    assert_eq!(a.secret().await, (newer.clone(), 3));
+    a.wait_serving_with(&agent, &newer, 30).await;
+    let metrics = agent.get("/metrics").await.body;
+    assert!(
+        metrics.contains("lwa_agent_auto_rotation_events_total{event=\"message_stale\"} 2"),
+        "{metrics}"
+    );
+    a.w.canaries.assert_absent("logs", &agent.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_messages_for_one_app_at_once_end_with_the_newer_secret() {
+    let a = Auto::new(|_| {}).await;
+    let moto: std::net::SocketAddr = format!("127.0.0.1:{}", a.w.moto_port)
+        .parse()
+        .expect("addr");
+    let proxy = lwa_agent_testservers::proxy::Proxy::start(moto)
+        .await
+        .expect("proxy");
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                endpoint: Some(proxy.url()),
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    // Both wait in the queue, so that the agent receives them together and works on them
+    // at the same time.
+    proxy.set_up(false);
+    let seeded = a.secret_written_at().await;
+    let canary = a.w.canaries.client_secret.clone();
+    let (older, newer) = (format!("{canary}-OLDER"), format!("{canary}-NEWER"));
+    while SystemTime::now() < seeded + Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.send_new_secret(&older, seeded + Duration::from_secs(1))
+        .await;
+    a.send_new_secret(&newer, seeded + Duration::from_secs(2))
+        .await;
+    proxy.set_up(true);
+    a.wait_depth(&a.new_queue, 0, 90).await;
+    let (value, version) = a.secret().await;
+    assert_eq!(
+        value, newer,
+        "SSM ends with the newer secret (version {version})"
+    );
+    a.wait_serving_with(&agent, &newer, 30).await;
+    a.w.canaries.assert_absent("logs", &agent.logs());
+}

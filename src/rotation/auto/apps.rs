@@ -84,17 +84,6 @@ pub fn group<'a>(
     (apps, unread)
 }
 
-/// Which of `targets` (parameter, current value) must be written to hold `new`: those
-/// that do not hold it already. SQS delivers at least once, and another host may have
-/// written first: a value SSM already holds is not written again.
-pub fn writes_needed<'a>(targets: &'a [(String, Option<String>)], new: &str) -> Vec<&'a str> {
-    targets
-        .iter()
-        .filter(|(_, current)| current.as_deref() != Some(new))
-        .map(|(p, _)| p.as_str())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,16 +152,5 @@ mod tests {
         assert_eq!(apps[1].credentials, vec!["eu"]);
         assert_eq!(unread, vec!["unread"]);
         assert!(!format!("{:?}", apps[0]).contains("app-1"));
-    }
-
-    #[test]
-    fn only_parameters_without_the_new_value_are_written() {
-        let targets = vec![
-            ("/a".to_string(), Some("new".to_string())),
-            ("/b".to_string(), Some("old".to_string())),
-            ("/c".to_string(), None),
-        ];
-        assert_eq!(writes_needed(&targets, "new"), vec!["/b", "/c"]);
-        assert!(writes_needed(&targets[..1], "new").is_empty());
     }
 }

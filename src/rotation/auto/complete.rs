@@ -5,8 +5,10 @@
 //!    uses, is left untouched (not deleted, visibility not changed: it reappears for
 //!    whoever it is for) and logged by message id only;
 //! 2. claim it: hide it from other receivers while this host works on it;
-//! 3. if every secret parameter of the app already holds the new secret (SQS delivers at
-//!    least once; another host may have been first), skip to 7;
+//! 3. one completion per app at a time in this process; if every secret parameter of the
+//!    app already holds the new secret (SQS delivers at least once; another host may have
+//!    been first), skip to 7; if SSM already holds a newer secret (the message is older
+//!    than what SSM holds: `machine::completion`), write nothing and delete the message;
 //! 4. prove the new secret at LWA with the app's refresh token, a few times over minutes
 //!    (LWA may take a moment to know it); a secret LWA still rejects is not written: the
 //!    message stays (hidden for a while, then retried) and a person is alerted;
@@ -22,14 +24,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::apps::{self, App};
-use super::machine::{self, outcome};
+use super::apps::App;
+use super::machine::{self, outcome, Completion};
 use super::notification::{self, NewSecret, Notification};
-use super::{text, Rotator};
+use super::{text, written, Rotator};
 use crate::aws::sqs::{self, Received};
 use crate::aws::ssm::{self, Parameter};
 use crate::backoff::Backoff;
@@ -45,6 +47,9 @@ pub enum Handled {
     Busy,
     /// The new secret is in SSM and the message is deleted; `wrote`: by this host.
     Rotated { wrote: bool, version: i64 },
+    /// SSM already holds a newer secret than the message's: nothing written, the
+    /// message deleted.
+    Stale,
     /// LWA rejected the new secret: nothing written, the message stays.
     Rejected,
     /// Something on the way failed (SSM, LWA unreachable): the message stays and is tried
@@ -157,18 +162,20 @@ impl Rotator {
             tracing::warn!(message_id = %m.id, error = %e, "cannot claim the message; going on (completing twice is harmless)");
         }
 
-        // 3. What SSM holds now.
-        let current = match self.current(app).await {
-            Ok(c) => c,
+        // One completion per app at a time in this process: a second message for the
+        // same app (an older or a newer secret) waits, then sees what the first wrote.
+        let lock = self.app_lock(app);
+        let _completing = lock.lock().await;
+
+        // 3. What SSM holds now, and whether this message is still the newest word.
+        let targets = match self.completion(app, &n).await {
+            Ok(Completion::Current) => Vec::new(),
+            Ok(Completion::Stale) => return self.stale(queue, m, &parameter).await,
+            Ok(Completion::Write(targets)) => targets,
             Err(e) => return self.retry(m, &parameter, e),
         };
-        let new = n.secret.expose_secret();
-        let needed: Vec<String> = apps::writes_needed(&current, new)
-            .into_iter()
-            .map(String::from)
-            .collect();
-        let wrote = !needed.is_empty();
-        if wrote {
+        let mut wrote = false;
+        if !targets.is_empty() {
             // 4. Prove it.
             match self.prove(app, &n.secret, window, values).await {
                 Proof::Accepted => {
@@ -181,15 +188,22 @@ impl Rotator {
             }
             // 5. Write it, each parameter that does not hold it (re-read: a host may have
             // written meanwhile).
-            let current = match self.current(app).await {
-                Ok(c) => c,
+            let targets = match self.completion(app, &n).await {
+                Ok(Completion::Current) => Vec::new(),
+                Ok(Completion::Stale) => return self.stale(queue, m, &parameter).await,
+                Ok(Completion::Write(targets)) => targets,
                 Err(e) => return self.retry(m, &parameter, e),
             };
-            for p in apps::writes_needed(&current, new) {
+            for i in targets {
+                let Some(p) = app.secret_parameters.get(i) else {
+                    continue;
+                };
                 match ssm::rewrite_secret(&self.ssm, p, &n.secret).await {
                     Ok(w) => {
+                        wrote = true;
                         self.count("parameter_written");
                         tracing::info!(parameter = %p, version = w.version, "automatic rotation: new client secret written to SSM");
+                        self.note_written(p, &n, w.version).await;
                     }
                     Err(e) => {
                         self.record(&app.credentials, |r| {
@@ -201,9 +215,11 @@ impl Rotator {
                 }
             }
             // 6. Reload: the refreshers exchange with the new version at once.
-            if let Some(params) = &self.params {
-                if let Err(e) = params.reload_now(Duration::from_secs(30)).await {
-                    tracing::warn!(error = %e, "parameter reload after the rotation failed; the new secret is picked up on the next read");
+            if wrote {
+                if let Some(params) = &self.params {
+                    if let Err(e) = params.reload_now(Duration::from_secs(30)).await {
+                        tracing::warn!(error = %e, "parameter reload after the rotation failed; the new secret is picked up on the next read");
+                    }
                 }
             }
         }
@@ -263,19 +279,70 @@ impl Rotator {
         Handled::Rotated { wrote, version }
     }
 
-    /// (parameter, decrypted value now) for each of the app's secret parameters.
-    async fn current(&self, app: &App) -> Result<Vec<(String, Option<String>)>, String> {
+    /// What the message means for the app's secret parameters, from what SSM holds now
+    /// (`machine::completion`).
+    async fn completion(&self, app: &App, n: &NewSecret) -> Result<Completion, String> {
         let fetched = ssm::fetch(&self.ssm, &app.secret_parameters).await?;
-        let mut by_name: HashMap<String, String> = fetched
-            .parameters
-            .into_iter()
-            .map(|p| (p.name.clone(), p.value.expose_secret().to_string()))
-            .collect();
-        Ok(app
-            .secret_parameters
-            .iter()
-            .map(|p| (p.clone(), by_name.remove(p)))
-            .collect())
+        let mut held = Vec::with_capacity(app.secret_parameters.len());
+        for p in &app.secret_parameters {
+            let current = fetched.parameters.iter().find(|c| &c.name == p);
+            let holds_new =
+                current.is_some_and(|c| c.value.expose_secret() == n.secret.expose_secret());
+            let published = match current {
+                Some(c) if !holds_new => self.written_record(p, c.version).await,
+                _ => None,
+            };
+            held.push(machine::Held {
+                holds_new,
+                published,
+                last_modified: current.and_then(|c| c.last_modified),
+            });
+        }
+        Ok(machine::completion(&held, n.published))
+    }
+
+    /// When the secret `parameter` holds at `version` was published, from the record the
+    /// agent that wrote it left (`written.rs`); `None` without one.
+    async fn written_record(&self, parameter: &str, version: i64) -> Option<SystemTime> {
+        let prefix = self.config.rotation.fleet_lock_prefix.as_deref()?;
+        match ssm::marker(&self.ssm, &written::name(prefix, parameter)).await {
+            Ok(record) => record.and_then(|r| written::published(&r, version)),
+            Err(e) => {
+                tracing::debug!(parameter = %parameter, error = %e, "cannot read which message the secret came from; going by SSM's write time");
+                None
+            }
+        }
+    }
+
+    /// Records which message the secret just written came from. A failure is logged, not
+    /// fatal: without the record, SSM's write time is what orders messages.
+    async fn note_written(&self, parameter: &str, n: &NewSecret, version: i64) {
+        let (Some(prefix), Some(published)) = (
+            self.config.rotation.fleet_lock_prefix.as_deref(),
+            n.published,
+        ) else {
+            return;
+        };
+        let record = written::value(published, version, &self.host);
+        if let Err(e) = ssm::set_marker(&self.ssm, &written::name(prefix, parameter), &record).await
+        {
+            tracing::warn!(parameter = %parameter, error = %e, "cannot record which message the new secret came from; an older message completed later is then judged by SSM's write time");
+        }
+    }
+
+    /// SSM already holds a newer secret than this message's: nothing is written, and the
+    /// message is deleted (it can never be the one to complete).
+    async fn stale(&self, queue: &str, m: &Received, parameter: &str) -> Handled {
+        self.count("message_stale");
+        tracing::warn!(
+            message_id = %m.id,
+            parameter = %parameter,
+            "automatic rotation: stale new-secret message: SSM already holds a newer secret; nothing written, the message is deleted"
+        );
+        if let Err(e) = sqs::delete(&self.sqs, queue, &m.receipt).await {
+            tracing::warn!(message_id = %m.id, error = %e, "cannot delete the stale new-secret message; it is found stale again when it reappears");
+        }
+        Handled::Stale
     }
 
     async fn versions(&self, app: &App) -> Result<Vec<(String, i64)>, String> {

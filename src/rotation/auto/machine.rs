@@ -249,6 +249,66 @@ pub const WORK_MARGIN: Duration = Duration::from_secs(120);
 /// A new secret LWA rejected is tried again after this long (the message stays).
 pub const REJECTED_RETRY: Duration = Duration::from_secs(15 * 60);
 
+/// Where one of the app's secret parameters stands when a new-secret message arrives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// It already holds the message's secret.
+    pub holds_new: bool,
+    /// When Amazon published the secret it holds, from this agent's fleet-wide record of
+    /// its own write of this very version; `None` when the version was written otherwise
+    /// (`put-secret`, the console, a write whose record was lost).
+    pub published: Option<SystemTime>,
+    pub last_modified: Option<SystemTime>,
+}
+
+/// How much later than a publish time an SSM write must be to count as newer: Amazon's
+/// and the test endpoint's times may be cut to whole seconds.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(1);
+
+/// What a new-secret message means for the app's secret parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// Every parameter holds it already (SQS delivers at least once; another host may
+    /// have been first): nothing to write, the message is done.
+    Current,
+    /// SSM moved on: a parameter that does not hold the message's secret got a newer one
+    /// after Amazon published the message. Writing this older secret (LWA accepts it for
+    /// days) would replace a newer one: nothing is written, the message is done.
+    Stale,
+    /// Write these parameters (indices into the given list).
+    Write(Vec<usize>),
+}
+
+/// What to do with a new secret published at `published`, given where each secret
+/// parameter stands.
+///
+/// Invariant: an older secret never replaces a newer one. A parameter's secret is newer
+/// when the agent's record of its write says it was published later, or, without such a
+/// record, when SSM wrote the parameter after the message was published. The record
+/// matters when an older message is completed late: its write is then later than the
+/// newer message's publish time, and the newer message must still win.
+pub fn completion(held: &[Held], published: Option<SystemTime>) -> Completion {
+    let needed: Vec<usize> = (0..held.len()).filter(|i| !held[*i].holds_new).collect();
+    if needed.is_empty() {
+        return Completion::Current;
+    }
+    let Some(published) = published else {
+        // No publish time to compare with: the message is the only word there is.
+        return Completion::Write(needed);
+    };
+    let moved_on = needed.iter().any(|i| match held[*i].published {
+        Some(theirs) => theirs > published,
+        None => held[*i]
+            .last_modified
+            .is_some_and(|t| t > published + CLOCK_TOLERANCE),
+    });
+    if moved_on {
+        Completion::Stale
+    } else {
+        Completion::Write(needed)
+    }
+}
+
 /// What an expiry notification for a configured app asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExpiryAction {
@@ -592,6 +652,101 @@ mod tests {
         assert_eq!(
             expiry_action(None, now - 200 * DAY, 200 * DAY, DAY),
             ExpiryAction::Rotate
+        );
+    }
+
+    fn held(holds_new: bool, published: Option<SystemTime>, modified: SystemTime) -> Held {
+        Held {
+            holds_new,
+            published,
+            last_modified: Some(modified),
+        }
+    }
+
+    #[test]
+    fn a_new_secret_is_written_where_missing_and_never_twice() {
+        let t = SystemTime::now();
+        let min = Duration::from_secs(60);
+        assert_eq!(
+            completion(&[held(true, None, t), held(true, None, t - min)], Some(t)),
+            Completion::Current
+        );
+        // Parameters written before the publish that lack it get it; those that hold it
+        // are not written again.
+        assert_eq!(
+            completion(
+                &[held(true, None, t + min), held(false, None, t - min)],
+                Some(t)
+            ),
+            Completion::Write(vec![1])
+        );
+        // Without a publish time the message is all there is to go by.
+        assert_eq!(
+            completion(&[held(false, None, t + min)], None),
+            Completion::Write(vec![0])
+        );
+    }
+
+    #[test]
+    fn an_older_message_never_replaces_a_newer_secret() {
+        let published = SystemTime::now();
+        let min = Duration::from_secs(60);
+        // SSM moved on after the message was published (a newer rotation, a put-secret).
+        assert_eq!(
+            completion(&[held(false, None, published + min)], Some(published)),
+            Completion::Stale
+        );
+        // One parameter that moved on is enough: nothing is written anywhere.
+        assert_eq!(
+            completion(
+                &[
+                    held(false, None, published - min),
+                    held(false, None, published + min)
+                ],
+                Some(published)
+            ),
+            Completion::Stale
+        );
+        // A write in the same second as a publish cut to whole seconds is not newer.
+        assert_eq!(
+            completion(
+                &[held(false, None, published + Duration::from_millis(900))],
+                Some(published)
+            ),
+            Completion::Write(vec![0])
+        );
+        // The agent's record says the secret SSM holds was published later: stale.
+        assert_eq!(
+            completion(
+                &[held(false, Some(published + min), published + 2 * min)],
+                Some(published)
+            ),
+            Completion::Stale
+        );
+    }
+
+    #[test]
+    fn a_newer_message_wins_over_an_older_one_completed_late() {
+        // The older message's secret was written after the newer one was published: by
+        // write time alone the newer message would look stale; the record says otherwise.
+        let newer = SystemTime::now();
+        let older = newer - Duration::from_secs(120);
+        let written_late = newer + Duration::from_secs(30);
+        assert_eq!(
+            completion(&[held(false, Some(older), written_late)], Some(newer)),
+            Completion::Write(vec![0])
+        );
+        // And the older message, seen again afterwards, is stale.
+        assert_eq!(
+            completion(
+                &[held(
+                    false,
+                    Some(newer),
+                    written_late + Duration::from_secs(5)
+                )],
+                Some(older)
+            ),
+            Completion::Stale
         );
     }
 

@@ -30,6 +30,7 @@ pub mod machine;
 pub mod notification;
 pub mod request;
 pub mod text;
+pub mod written;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -84,6 +85,9 @@ pub struct Rotator {
     /// Ids of ignored messages already logged at warn, so a message left in the queue is
     /// not logged again every time it becomes visible.
     ignored: Mutex<HashSet<String>>,
+    /// One lock per app (by a hash of the client id): two new-secret messages of one app
+    /// are completed one after the other, so the second sees what the first wrote.
+    app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Grantless rotation-scope tokens, by a hash of the client id: cached like any token.
     tokens: Mutex<HashMap<String, Arc<Token>>>,
     queues: Mutex<BTreeMap<String, QueueState>>,
@@ -123,6 +127,7 @@ impl Rotator {
             in_flight: Mutex::default(),
             handling: Mutex::default(),
             ignored: Mutex::default(),
+            app_locks: Mutex::default(),
             tokens: Mutex::default(),
             queues: Mutex::default(),
         })))
@@ -184,6 +189,17 @@ impl Rotator {
         });
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot record the automatic rotation in the state file");
+        }
+    }
+
+    /// The lock that serialises the completions of `app`'s new-secret messages.
+    fn app_lock(&self, app: &App) -> Arc<tokio::sync::Mutex<()>> {
+        let key = fleet_hash(app.client_id.expose_secret());
+        match self.app_locks.lock() {
+            Ok(mut locks) => locks.entry(key).or_default().clone(),
+            // A poisoned map still hands out a lock, only not a shared one: a panic
+            // elsewhere must not stop completions.
+            Err(poisoned) => poisoned.into_inner().entry(key).or_default().clone(),
         }
     }
 
