@@ -1130,3 +1130,99 @@ async fn two_messages_for_one_app_at_once_end_with_the_newer_secret() {
     a.wait_serving_with(&agent, &newer, 30).await;
     a.w.canaries.assert_absent("logs", &agent.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_ssm_refuses_alerts_and_completes_once_the_cause_is_fixed() {
+    let a = Auto::new(|_| {}).await;
+    // SSM refuses a new version, as AWS does: the parameter has 100 versions and the
+    // oldest carries a label (ParameterMaxVersionLimitExceeded).
+    let ssm = a.w.ssm().await;
+    ssm.label_parameter_version()
+        .name(SECRET_PARAM)
+        .parameter_version(1)
+        .labels("pinned")
+        .send()
+        .await
+        .expect("label");
+    for _ in 2..=100 {
+        a.w.put(SECRET_PARAM, &a.w.canaries.client_secret).await;
+    }
+    let state = a.w.dir.path().join("host-a-state");
+    let opts = Opts {
+        cron: false,
+        rotate_after: "1h",
+        ..Opts::default()
+    };
+    let config = a.config(&opts);
+
+    // `lwa-agent rotate` asks, receives, proves, and cannot write: it ends at once (it
+    // does not wait out its deadline, nor spin after it) and says why.
+    let started = Instant::now();
+    let out = a.lwa_agent(&config, &["rotate", "--credential", "default"], &state);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("cannot write the new secret from message")
+            && stderr.contains("ParameterMaxVersionLimitExceeded"),
+        "{stderr}"
+    );
+    let new = a.new_secret();
+    assert_eq!(a.secret().await.1, 100, "not written");
+    assert_eq!(a.depth(&a.new_queue).await, 1, "the message stays");
+    let recorded: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(state.join("rotation-state.json")).expect("state file"),
+    )
+    .expect("state json");
+    let rec = &recorded["auto_rotations"]["default"];
+    assert_eq!(rec["outcome"], "failed", "{rec}");
+    assert_eq!(rec["needs_attention"], true, "{rec}");
+    assert_eq!(rec["parameter_version"], 100, "{rec}");
+
+    // One alert for the message, naming the queue and when the queue drops it.
+    let alerts = a.published("ALERT", 1, 30).await;
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let body = alerts[0]["Message"].as_str().expect("body");
+    for needle in [
+        "could not be written to SSM",
+        a.new_queue.as_str(),
+        "before the queue's retention (4days) runs out at 20",
+        "ParameterMaxVersionLimitExceeded",
+    ] {
+        assert!(body.contains(needle), "{needle} missing from {body}");
+    }
+
+    // Fixed: the label leaves the oldest version. The agent completes the message when
+    // it reappears, and the rotation no longer needs attention.
+    ssm.unlabel_parameter_version()
+        .name(SECRET_PARAM)
+        .parameter_version(1)
+        .labels("pinned")
+        .send()
+        .await
+        .expect("unlabel");
+    let agent = a.agent(&opts, "host-a").await;
+    assert_eq!(a.wait_for_version(101, 90, &[&agent]).await, new);
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    let status = agent
+        .wait_for("/v1/status", 20, |r| {
+            r.json()["credentials"]["default"]["auto_rotation"]["outcome"] == "rotated"
+        })
+        .await;
+    let rec = &status.json()["credentials"]["default"]["auto_rotation"];
+    assert_eq!(rec["needs_attention"], false, "{rec}");
+    assert_eq!(a.published("ALERT", 1, 3).await.len(), 1, "still one alert");
+    for (what, text) in [
+        ("rotate output", format!("{stdout}{stderr}")),
+        ("alert", format!("{alerts:?}")),
+        ("logs", agent.logs()),
+    ] {
+        a.w.canaries.assert_absent(what, &text);
+        assert!(!text.contains(&new), "{what} contains the new secret");
+    }
+}

@@ -172,7 +172,7 @@ impl Rotator {
             Ok(Completion::Current) => Vec::new(),
             Ok(Completion::Stale) => return self.stale(queue, m, &parameter).await,
             Ok(Completion::Write(targets)) => targets,
-            Err(e) => return self.retry(m, &parameter, e),
+            Err(e) => return self.retry(queue, m, &parameter, e).await,
         };
         let mut wrote = false;
         if !targets.is_empty() {
@@ -183,7 +183,9 @@ impl Rotator {
                 }
                 Proof::Rejected(e) => return self.rejected(queue, m, app, e).await,
                 Proof::Unreachable(e) => {
-                    return self.retry(m, &parameter, format!("LWA could not be asked: {e}"))
+                    return self
+                        .retry(queue, m, &parameter, format!("LWA could not be asked: {e}"))
+                        .await
                 }
             }
             // 5. Write it, each parameter that does not hold it (re-read: a host may have
@@ -192,7 +194,7 @@ impl Rotator {
                 Ok(Completion::Current) => Vec::new(),
                 Ok(Completion::Stale) => return self.stale(queue, m, &parameter).await,
                 Ok(Completion::Write(targets)) => targets,
-                Err(e) => return self.retry(m, &parameter, e),
+                Err(e) => return self.retry(queue, m, &parameter, e).await,
             };
             for i in targets {
                 let Some(p) = app.secret_parameters.get(i) else {
@@ -206,11 +208,12 @@ impl Rotator {
                         self.note_written(p, &n, w.version).await;
                     }
                     Err(e) => {
-                        self.record(&app.credentials, |r| {
-                            r.outcome = outcome::FAILED.into();
-                            r.error = Some(e.clone());
-                        });
-                        return self.retry(m, p, e);
+                        // The version the rotation is from: what triggers compare with.
+                        let version = values
+                            .get(app.key_parameter())
+                            .map(|v| v.version)
+                            .unwrap_or(0);
+                        return self.write_failed(queue, m, app, &n, p, version, e).await;
                     }
                 }
             }
@@ -460,14 +463,91 @@ impl Rotator {
         Handled::Rejected
     }
 
-    fn retry(&self, m: &Received, parameter: &str, error: String) -> Handled {
+    /// SSM refused the write (no ssm:PutParameter or kms:Encrypt, a full version
+    /// history, …): the new secret now exists only in the message. It is safe there until
+    /// the queue's retention runs out, which may come before the old secret expires, so the
+    /// rotation needs attention until it completes, and a person is alerted once per
+    /// message, told the queue and the deadline.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_failed(
+        &self,
+        queue: &str,
+        m: &Received,
+        app: &App,
+        n: &NewSecret,
+        parameter: &str,
+        version: i64,
+        error: String,
+    ) -> Handled {
+        self.count("write_failed");
+        let handled = self.retry(queue, m, parameter, error.clone()).await;
+        let recorded = format!(
+            "cannot write the new secret from message {} to {parameter}: {error}",
+            m.id
+        );
+        self.record(&app.credentials, |r| {
+            r.outcome = outcome::FAILED.into();
+            r.needs_attention = true;
+            r.parameter_version = Some(version);
+            r.error = Some(recorded.clone());
+        });
+        let within = match (sqs::retention(&self.sqs, queue).await, m.sent_at) {
+            (Ok(keep), Some(sent)) => format!(
+                "before the queue's retention ({}) runs out at {}",
+                humantime::format_duration(keep),
+                humantime::format_rfc3339_seconds(sent + keep)
+            ),
+            (Ok(keep), None) => format!(
+                "within the queue's retention ({}) from when it arrived",
+                humantime::format_duration(keep)
+            ),
+            (Err(e), _) => {
+                tracing::debug!(error = %e, "cannot read the queue's retention period");
+                "within the queue's retention period (SQS's default: 4 days)".to_string()
+            }
+        };
+        let action = format!(
+            "SSM still holds the current secret, which keeps working until {old}. The new \
+             secret exists only in message {id} on {queue}; the agent tries it again every \
+             few minutes and completes it once SSM accepts the write. Fix the cause named \
+             above (for example ssm:PutParameter on {parameter} and kms:Encrypt / \
+             kms:GenerateDataKey on its key). The message must be completed {within}: after \
+             that the new secret is lost, and the old one still expires.",
+            old = n
+                .old_secret_expires_at
+                .as_deref()
+                .unwrap_or("Amazon expires it"),
+            id = m.id,
+        );
+        self.alert(
+            app,
+            &machine::alert_period(
+                &format!("write-failed-{}", crate::rotation::fleet_hash(&m.id)),
+                version,
+            ),
+            "the new client secret Amazon delivered could not be written to SSM",
+            Some(&error),
+            &action,
+        )
+        .await;
+        handled
+    }
+
+    /// The message could not be completed now: it stays in the queue, hidden until its
+    /// next try (`machine::retry_after`).
+    async fn retry(&self, queue: &str, m: &Received, parameter: &str, error: String) -> Handled {
         self.count("message_retry");
+        let after = machine::retry_after(m.receive_count);
         tracing::error!(
             message_id = %m.id,
             parameter = %parameter,
             error = %error,
+            retry_in_seconds = after.as_secs(),
             "automatic rotation: not completed now; the message stays in the queue and is tried again when it reappears"
         );
+        if let Err(e) = sqs::hide_for(&self.sqs, queue, &m.receipt, after).await {
+            tracing::warn!(message_id = %m.id, error = %e, "cannot set the message's next try; it reappears when its claim runs out");
+        }
         Handled::Retry(error)
     }
 }

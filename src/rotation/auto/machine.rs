@@ -249,6 +249,15 @@ pub const WORK_MARGIN: Duration = Duration::from_secs(120);
 /// A new secret LWA rejected is tried again after this long (the message stays).
 pub const REJECTED_RETRY: Duration = Duration::from_secs(15 * 60);
 
+/// When a message that could not be completed now (SSM or LWA unreachable, a write SSM
+/// refused) is tried again, after its `receive_count`th receive: 30 s, doubling, at most
+/// 15 minutes. Soon enough that a fixed permission takes effect within minutes; the
+/// message must be completed within the queue's retention (SQS's default: 4 days).
+pub fn retry_after(receive_count: u32) -> Duration {
+    let doublings = receive_count.saturating_sub(1).min(5);
+    (Duration::from_secs(30) * 2u32.pow(doublings)).min(REJECTED_RETRY)
+}
+
 /// Where one of the app's secret parameters stands when a new-secret message arrives.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Held {
@@ -653,6 +662,16 @@ mod tests {
             expiry_action(None, now - 200 * DAY, 200 * DAY, DAY),
             ExpiryAction::Rotate
         );
+    }
+
+    #[test]
+    fn a_message_not_completed_now_is_tried_again_sooner_first() {
+        assert_eq!(retry_after(0), Duration::from_secs(30));
+        assert_eq!(retry_after(1), Duration::from_secs(30));
+        assert_eq!(retry_after(2), Duration::from_secs(60));
+        assert_eq!(retry_after(4), Duration::from_secs(240));
+        assert_eq!(retry_after(6), REJECTED_RETRY);
+        assert_eq!(retry_after(u32::MAX), REJECTED_RETRY);
     }
 
     fn held(holds_new: bool, published: Option<SystemTime>, modified: SystemTime) -> Held {
