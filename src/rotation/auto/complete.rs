@@ -205,6 +205,9 @@ impl Rotator {
                         wrote = true;
                         self.count("parameter_written");
                         tracing::info!(parameter = %p, version = w.version, "automatic rotation: new client secret written to SSM");
+                        for dropped in &w.dropped_policies {
+                            tracing::warn!(parameter = %p, policy = %dropped, "automatic rotation: a parameter policy was not kept with the new secret");
+                        }
                         self.note_written(p, &n, w.version).await;
                     }
                     Err(e) => {
