@@ -569,8 +569,8 @@ async fn two_hosts_make_one_rotate_call_and_both_serve_the_new_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_second_host_completes_when_the_rotating_host_is_killed() {
-    // The secret reaches the queue a moment after the 204, when the caller is dead.
-    let a = Auto::new(|s| s.send_delay = Duration::from_millis(1500)).await;
+    // The secret reaches the queue 5 s after the 204: host A is dead by then.
+    let a = Auto::new(|s| s.send_delay = KILL_WINDOW).await;
     let mut host_a = a
         .agent(
             &Opts {
@@ -592,44 +592,80 @@ async fn the_second_host_completes_when_the_rotating_host_is_killed() {
             "host-b",
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while a.app.accepted().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no rotate call:\n{}",
-            host_a.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let accepted = wait_accepted(&a, &host_a).await;
     host_a.signal(nix::sys::signal::Signal::SIGKILL);
     host_a.wait_exit(10);
+    assert!(
+        accepted.elapsed() < KILL_WINDOW,
+        "host A was killed only {:?} after the 204, when the secret may have been sent",
+        accepted.elapsed()
+    );
     let written = a.wait_for_version(2, 90, &[&host_b]).await;
     let new = a.new_secret();
     assert_eq!(written, new);
+    assert_eq!(a.app.calls().len(), 1, "one call: {:?}", a.app.calls());
     a.wait_serving_with(&host_b, &new, 30).await;
     a.wait_depth(&a.new_queue, 0, 10).await;
+    // Host B wrote it, for a rotation it never asked for; host A never did.
+    let status = host_b
+        .wait_for("/v1/status", 20, |r| {
+            r.json()["credentials"]["default"]["auto_rotation"]["outcome"] == "rotated"
+        })
+        .await;
+    let rec = &status.json()["credentials"]["default"]["auto_rotation"];
+    assert_eq!(rec["trigger"], "new_secret_message", "{rec}");
+    assert_eq!(rec["parameter_version"], 2, "{rec}");
+    assert!(host_b.logs().contains(WROTE), "{}", host_b.logs());
+    let a_logs = host_a.logs();
+    assert!(
+        a_logs.contains(ASKED) && !a_logs.contains(WROTE),
+        "host A asked and did not write:\n{a_logs}"
+    );
     a.w.canaries.assert_absent("logs", &host_b.logs());
+}
+
+/// The log line of a host that asks Amazon for a new secret.
+const ASKED: &str = "automatic rotation: asking Amazon for a new client secret";
+
+/// The log line of a host that writes a new secret.
+const WROTE: &str = "automatic rotation: new client secret written to SSM";
+
+/// How long after the 204 the test endpoint sends the secret in the kill tests: the
+/// rotating host is killed well within it.
+const KILL_WINDOW: Duration = Duration::from_secs(5);
+
+/// Waits for Amazon's 204; returns when it came.
+async fn wait_accepted(a: &Auto, agent: &AgentProc) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(call) = a.app.accepted().first() {
+            return call.at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rotate call:\n{}",
+            agent.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_host_completes_what_it_asked_for_before_it_was_killed() {
-    let a = Auto::new(|s| s.send_delay = Duration::from_millis(1500)).await;
+    let a = Auto::new(|s| s.send_delay = KILL_WINDOW).await;
     let opts = Opts {
         rotate_after: "2s",
         ..Opts::default()
     };
     let mut first = a.agent(&opts, "host-a").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while a.app.accepted().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no rotate call:\n{}",
-            first.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let accepted = wait_accepted(&a, &first).await;
     first.signal(nix::sys::signal::Signal::SIGKILL);
     first.wait_exit(10);
+    assert!(
+        accepted.elapsed() < KILL_WINDOW,
+        "killed only {:?} after the 204",
+        accepted.elapsed()
+    );
     // Same host, same state directory: it neither asks again nor forgets.
     let again = a.agent(&opts, "host-a").await;
     let written = a.wait_for_version(2, 90, &[&again]).await;
@@ -637,7 +673,22 @@ async fn a_restarted_host_completes_what_it_asked_for_before_it_was_killed() {
     assert_eq!(written, new);
     a.wait_serving_with(&again, &new, 30).await;
     a.wait_depth(&a.new_queue, 0, 10).await;
-    assert_eq!(a.app.accepted().len(), 1);
+    // Every call counts: a second one would be a 429 inside the test endpoint's window.
+    assert_eq!(a.app.calls().len(), 1, "{:?}", a.app.calls());
+    // The restarted agent wrote it, completing the rotation its first life asked for.
+    let status = again
+        .wait_for("/v1/status", 20, |r| {
+            r.json()["credentials"]["default"]["auto_rotation"]["outcome"] == "rotated"
+        })
+        .await;
+    let rec = &status.json()["credentials"]["default"]["auto_rotation"];
+    assert_eq!(rec["trigger"], "age", "{rec}");
+    assert!(again.logs().contains(WROTE), "{}", again.logs());
+    let first_logs = first.logs();
+    assert!(
+        first_logs.contains(ASKED) && !first_logs.contains(WROTE),
+        "the first life asked and did not write:\n{first_logs}"
+    );
     a.w.canaries.assert_absent("logs", &again.logs());
 }
 
