@@ -1277,3 +1277,49 @@ async fn a_write_ssm_refuses_alerts_and_completes_once_the_cause_is_fixed() {
         assert!(!text.contains(&new), "{what} contains the new secret");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_for_another_app_costs_no_secret_decryption() {
+    let a = Auto::new(|_| {}).await;
+    let moto: std::net::SocketAddr = format!("127.0.0.1:{}", a.w.moto_port)
+        .parse()
+        .expect("addr");
+    let proxy = lwa_agent_testservers::proxy::Proxy::start(moto)
+        .await
+        .expect("proxy");
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                endpoint: Some(proxy.url()),
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    // The agent has read its parameters; from now on, what it asks AWS is recorded.
+    let _ = proxy.take_sent();
+    let id = app_management::send_to_queue(
+        &a.new_queue,
+        &app_management::new_secret_notification(
+            "amzn1.application-oa2-client.someone-else",
+            "amzn1.oa2-cs.v1.CANARYSECRETOTHERAPP",
+            SystemTime::now(),
+            SystemTime::now(),
+        ),
+    )
+    .await
+    .expect("send");
+    wait_log_line(&agent, "left untouched", &id, 30).await;
+    let sent = proxy.take_sent();
+    assert!(
+        sent.contains("ReceiveMessage"),
+        "the proxy saw the agent's receives"
+    );
+    // The client ids come from the agent's own copy: no SSM read, so no secret decrypted.
+    assert!(
+        !sent.contains("GetParameter"),
+        "SSM was read for a message of another app:\n{sent}"
+    );
+    assert_eq!(a.depth(&a.new_queue).await, 1, "left in the queue");
+}

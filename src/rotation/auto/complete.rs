@@ -3,7 +3,8 @@
 //!
 //! 1. parse it; a body that is not a notification, or one for a client id no credential
 //!    uses, is left untouched (not deleted, visibility not changed: it reappears for
-//!    whoever it is for) and logged by message id only;
+//!    whoever it is for) and logged by message id only; the client id is matched before
+//!    any secret is read, so such a message costs no decryption;
 //! 2. claim it: hide it from other receivers while this host works on it;
 //! 3. one completion per app at a time in this process; if every secret parameter of the
 //!    app already holds the new secret (SQS delivers at least once; another host may have
@@ -76,18 +77,15 @@ impl Rotator {
                 return Handled::Ignored;
             }
         };
-        let values = match self.read_values().await {
-            Ok(v) => v,
+        // The client id first: a message for another app costs no secret's decryption.
+        let app = match self.app_of(notification.client_id()).await {
+            Ok(app) => app,
             Err(e) => {
-                tracing::warn!(message_id = %m.id, error = %e, "rotation message left in the queue: cannot read the parameters now; it is tried again when it reappears");
+                tracing::warn!(message_id = %m.id, error = %e, "rotation message left in the queue: cannot read the client ids now; it is tried again when it reappears");
                 return Handled::Retry(e);
             }
         };
-        let Some(app) = self
-            .apps(&values)
-            .into_iter()
-            .find(|a| a.is(notification.client_id()))
-        else {
+        let Some(app) = app else {
             self.ignore(
                 &m,
                 "it is for a client id no configured credential uses",
@@ -109,7 +107,7 @@ impl Rotator {
                 self.on_expiry(queue, &m, e).await;
                 Handled::Expiry
             }
-            Notification::NewSecret(n) => self.on_new_secret(queue, &m, &app, n, &values).await,
+            Notification::NewSecret(n) => self.on_new_secret(queue, &m, &app, n).await,
         };
         if let Ok(mut set) = self.handling.lock() {
             set.remove(&m.id);
@@ -138,14 +136,7 @@ impl Rotator {
     }
 
     /// Steps 2 to 8 for a new secret of a configured app.
-    async fn on_new_secret(
-        &self,
-        queue: &str,
-        m: &Received,
-        app: &App,
-        n: NewSecret,
-        values: &HashMap<String, Parameter>,
-    ) -> Handled {
+    async fn on_new_secret(&self, queue: &str, m: &Received, app: &App, n: NewSecret) -> Handled {
         let parameter = app.key_parameter().to_string();
         tracing::info!(
             message_id = %m.id,
@@ -176,8 +167,12 @@ impl Rotator {
         };
         let mut wrote = false;
         if !targets.is_empty() {
-            // 4. Prove it.
-            match self.prove(app, &n.secret, window, values).await {
+            // 4. Prove it, with the app's own parameters (read only now that it is known).
+            let values = match self.read_app_values(app).await {
+                Ok(v) => v,
+                Err(e) => return self.retry(queue, m, &parameter, e).await,
+            };
+            match self.prove(app, &n.secret, window, &values).await {
                 Proof::Accepted => {
                     tracing::info!(parameter = %parameter, "automatic rotation: LWA accepted the new secret");
                 }

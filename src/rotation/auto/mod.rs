@@ -159,6 +159,67 @@ impl Rotator {
             .collect())
     }
 
+    /// The parameters of `app`'s credentials, read (decrypted) from SSM now.
+    async fn read_app_values(&self, app: &App) -> Result<HashMap<String, Parameter>, String> {
+        let mut names: Vec<String> = Vec::new();
+        for cred in app
+            .credentials
+            .iter()
+            .filter_map(|n| self.config.credential(n))
+        {
+            for p in cred.parameters() {
+                if !names.iter().any(|n| n == p) {
+                    names.push(p.to_string());
+                }
+            }
+        }
+        let fetched = ssm::fetch(&self.ssm, &names).await?;
+        Ok(fetched
+            .parameters
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect())
+    }
+
+    /// The app `client_id` belongs to, found from the client ids alone: the daemon's
+    /// in-memory copy of the parameters when it holds every client id, else the client-id
+    /// parameters read from SSM. Invariant: turning away a message for another app
+    /// decrypts no client secret or refresh token.
+    async fn app_of(&self, client_id: &str) -> Result<Option<App>, String> {
+        if let Some(params) = &self.params {
+            let known = {
+                let snap = params.snapshot();
+                let complete = self
+                    .config
+                    .credentials
+                    .iter()
+                    .all(|c| snap.values.contains_key(&c.client_id_parameter));
+                complete.then(|| {
+                    apps::group(&self.config, |p| {
+                        snap.values.get(p).map(|v| v.value.expose_secret())
+                    })
+                    .0
+                })
+            };
+            if let Some(apps) = known {
+                return Ok(apps.into_iter().find(|a| a.is(client_id)));
+            }
+        }
+        let mut names: Vec<String> = Vec::new();
+        for cred in &self.config.credentials {
+            if !names.contains(&cred.client_id_parameter) {
+                names.push(cred.client_id_parameter.clone());
+            }
+        }
+        let fetched = ssm::fetch(&self.ssm, &names).await?;
+        let values: HashMap<String, Parameter> = fetched
+            .parameters
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect();
+        Ok(self.apps(&values).into_iter().find(|a| a.is(client_id)))
+    }
+
     fn apps(&self, values: &HashMap<String, Parameter>) -> Vec<App> {
         apps::group(&self.config, |p| {
             values.get(p).map(|v| v.value.expose_secret())
