@@ -246,17 +246,19 @@ impl Rotator {
                 tracing::warn!(message_id = %m.id, error = %e, "cannot delete the new-secret message; whoever receives it again finds the secret in SSM and deletes it")
             }
         }
-        self.record(&app.credentials, |r| {
+        let old_secret_expires_at = n.old_secret_expires_at.clone();
+        self.record(&app.credentials, move |r| {
             if r.outcome != outcome::WAITING {
                 r.trigger = "new_secret_message".into();
             }
             r.outcome = outcome::ROTATED.into();
             r.parameter_version = Some(version);
-            r.old_secret_expires_at = n.old_secret_expires_at.clone();
+            r.old_secret_expires_at = old_secret_expires_at.clone();
             r.needs_attention = false;
             r.error = None;
             r.wait_until = None;
-        });
+        })
+        .await;
         self.count(if wrote { "rotated" } else { "already_current" });
 
         // 8. One report per fleet for this version.
@@ -426,16 +428,16 @@ impl Rotator {
         }
         let version = self
             .record_of(app)
+            .await
             .and_then(|r| r.parameter_version)
             .unwrap_or(0);
-        self.record(&app.credentials, |r| {
+        let recorded = format!("LWA rejected the new secret from message {}: {error}", m.id);
+        self.record(&app.credentials, move |r| {
             r.outcome = outcome::FAILED.into();
             r.needs_attention = true;
-            r.error = Some(format!(
-                "LWA rejected the new secret from message {}: {error}",
-                m.id
-            ));
-        });
+            r.error = Some(recorded.clone());
+        })
+        .await;
         let action =
             format!(
             "Nothing was written: SSM still holds the current secret, which keeps working until \
@@ -483,12 +485,13 @@ impl Rotator {
             "cannot write the new secret from message {} to {parameter}: {error}",
             m.id
         );
-        self.record(&app.credentials, |r| {
+        self.record(&app.credentials, move |r| {
             r.outcome = outcome::FAILED.into();
             r.needs_attention = true;
             r.parameter_version = Some(version);
             r.error = Some(recorded.clone());
-        });
+        })
+        .await;
         let within = match (sqs::retention(&self.sqs, queue).await, m.sent_at) {
             (Ok(keep), Some(sent)) => format!(
                 "before the queue's retention ({}) runs out at {}",

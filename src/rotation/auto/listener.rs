@@ -103,7 +103,8 @@ impl Rotator {
     /// without one.
     pub async fn reconcile(&self) {
         let waiting: Vec<(String, crate::rotation::state::AutoRotation)> = self
-            .records()
+            .records_now()
+            .await
             .into_iter()
             .filter(|(_, r)| r.outcome == outcome::WAITING)
             .collect();
@@ -137,12 +138,13 @@ impl Rotator {
                 Waiting::Still => {}
                 Waiting::Rotated { version } => {
                     tracing::info!(credential = %credential, version, "automatic rotation: SSM holds the new secret (written by this or another host)");
-                    self.record(std::slice::from_ref(&credential), |r| {
+                    self.record(std::slice::from_ref(&credential), move |r| {
                         r.outcome = outcome::ROTATED.into();
                         r.parameter_version = Some(version);
                         r.wait_until = None;
                         r.error = None;
-                    });
+                    })
+                    .await;
                 }
                 // A message being worked on right now may be this very secret: give it
                 // until the next round rather than alert about a secret that did come.
@@ -164,11 +166,13 @@ impl Rotator {
         );
         tracing::error!(credential = %credential, version, error = %error, "automatic rotation: gave up waiting for the new secret");
         self.count("secret_not_received");
-        self.record(&[credential.to_string()], |r| {
+        let recorded = error.clone();
+        self.record(&[credential.to_string()], move |r| {
             r.outcome = outcome::FAILED.into();
             r.needs_attention = true;
-            r.error = Some(error.clone());
-        });
+            r.error = Some(recorded.clone());
+        })
+        .await;
         let Some(cred) = self.config.credential(credential) else {
             return;
         };
@@ -210,7 +214,7 @@ impl Rotator {
         let queue = self.auto().new_secret_queue_url.clone();
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(20));
         loop {
-            match self.records().get(credential) {
+            match self.records_now().await.get(credential) {
                 Some(r) if r.outcome == outcome::ROTATED => return Ok(r.clone()),
                 Some(r) if r.outcome == outcome::FAILED && r.needs_attention => {
                     return Err(r
@@ -225,7 +229,7 @@ impl Rotator {
                 // The wait is over, whatever the record says: one last look, then an answer
                 // (never another round).
                 self.reconcile().await;
-                return match self.records().get(credential) {
+                return match self.records_now().await.get(credential) {
                     Some(r) if r.outcome == outcome::ROTATED => Ok(r.clone()),
                     Some(r) if r.outcome == outcome::WAITING => Err(
                         "no new secret arrived in time; if it arrives later, a running agent \
