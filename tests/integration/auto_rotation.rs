@@ -1323,3 +1323,37 @@ async fn a_message_for_another_app_costs_no_secret_decryption() {
     );
     assert_eq!(a.depth(&a.new_queue).await, 1, "left in the queue");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refresh_token_is_not_taken_for_a_bad_new_secret() {
+    let a = Auto::new(|_| {}).await;
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    // The refresh token is revoked: LWA answers invalid_grant, whatever the secret.
+    let revoked = a.w.canaries.refresh_token.clone();
+    a.w.lwa
+        .update(|s| s.refresh_tokens.retain(|t| *t != revoked));
+    let new = format!("{}-ROTATED", a.w.canaries.client_secret);
+    a.send_new_secret(&new, SystemTime::now()).await;
+    // The new secret is proved with the rotation scope instead, and written.
+    assert_eq!(a.wait_for_version(2, 60, &[&agent]).await, new);
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    let logs = agent.logs();
+    assert!(
+        logs.contains("LWA refused the refresh token, not the new secret")
+            && logs.contains(REFRESH_PARAM),
+        "{logs}"
+    );
+    assert!(
+        a.published("ALERT", 1, 2).await.is_empty(),
+        "no alert about the secret"
+    );
+    a.w.canaries.assert_absent("logs", &logs);
+}

@@ -5,6 +5,8 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{Config, CredentialConfig};
+use crate::lwa::app_management::ROTATION_SCOPE;
+use crate::lwa::exchange::{Grant, GrantKind};
 
 /// One SP-API app as the configuration uses it.
 pub struct App {
@@ -40,6 +42,20 @@ impl App {
     pub fn is(&self, client_id: &str) -> bool {
         self.client_id.expose_secret() == client_id
     }
+
+    /// An LWA grant of this app with `secret` (the current one, or a new one to prove).
+    pub fn grant(&self, secret: &SecretString, kind: GrantKind) -> Grant {
+        Grant {
+            client_id: SecretString::from(self.client_id.expose_secret().to_string()),
+            client_secret: SecretString::from(secret.expose_secret().to_string()),
+            kind,
+        }
+    }
+}
+
+/// The grantless grant kind of the rotation: `client_credentials` with its scope.
+pub fn rotation_scope() -> GrantKind {
+    GrantKind::Scopes(vec![ROTATION_SCOPE.to_string()])
 }
 
 /// Groups the credentials by the client id their `client_id_parameter` holds.

@@ -16,9 +16,11 @@
 //! 5. write it to every secret parameter of the app that does not hold it yet, as
 //!    `put-secret` does (same KMS key, tier and policies);
 //! 6. reload the agent's parameters;
-//! 7. delete the message: only now, with the new secret in SSM;
-//! 8. report once per fleet: "rotated automatically", with the parameters, their new
-//!    versions and the old secret's expiry.
+//! 7. report once per fleet: "rotated automatically", with the parameters, their new
+//!    versions and the old secret's expiry (before the delete, so that a kill between the
+//!    two loses no report: the fleet marker keeps a second completion from reporting
+//!    again);
+//! 8. delete the message: only now, with the new secret in SSM.
 //!
 //! Any host that receives the message completes it, whether or not it asked Amazon for the
 //! secret: the host that did may have died.
@@ -29,15 +31,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::apps::App;
+use super::apps::{rotation_scope, App};
 use super::machine::{self, outcome, Completion};
 use super::notification::{self, NewSecret, Notification};
 use super::{text, written, Rotator};
 use crate::aws::sqs::{self, Received};
 use crate::aws::ssm::{self, Parameter};
 use crate::backoff::Backoff;
-use crate::lwa::app_management::ROTATION_SCOPE;
-use crate::lwa::exchange::{ExchangeError, Grant, GrantKind};
+use crate::lwa::exchange::{ExchangeError, GrantKind};
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,15 +238,6 @@ impl Rotator {
             .map(|(_, v)| *v)
             .unwrap_or(0);
 
-        // 7. Only now, with the new secret in SSM.
-        match sqs::delete(&self.sqs, queue, &m.receipt).await {
-            Ok(()) => {
-                tracing::info!(message_id = %m.id, "automatic rotation: new-secret message deleted")
-            }
-            Err(e) => {
-                tracing::warn!(message_id = %m.id, error = %e, "cannot delete the new-secret message; whoever receives it again finds the secret in SSM and deletes it")
-            }
-        }
         let old_secret_expires_at = n.old_secret_expires_at.clone();
         self.record(&app.credentials, move |r| {
             if r.outcome != outcome::WAITING {
@@ -261,7 +253,9 @@ impl Rotator {
         .await;
         self.count(if wrote { "rotated" } else { "already_current" });
 
-        // 8. One report per fleet for this version.
+        // 7. One report per fleet for this version, before the message goes: killed in
+        // between, the host that completes the message again finds the secret in SSM and
+        // reports, and the period's fleet marker keeps it to one report.
         let msg = text::rotated(&text::Rotated {
             parameters: &versions,
             credentials: &app.credentials,
@@ -272,6 +266,16 @@ impl Rotator {
         let sent = self
             .publish(&parameter, &machine::report_period(version), &msg)
             .await;
+
+        // 8. Only now, with the new secret in SSM.
+        match sqs::delete(&self.sqs, queue, &m.receipt).await {
+            Ok(()) => {
+                tracing::info!(message_id = %m.id, "automatic rotation: new-secret message deleted")
+            }
+            Err(e) => {
+                tracing::warn!(message_id = %m.id, error = %e, "cannot delete the new-secret message; whoever receives it again finds the secret in SSM and deletes it")
+            }
+        }
         tracing::info!(
             parameter = %parameter,
             version,
@@ -363,7 +367,10 @@ impl Rotator {
     }
 
     /// A real LWA exchange with the new secret: with the app's refresh token, or, for an
-    /// app with only grantless credentials, with the rotation scope.
+    /// app with only grantless credentials, with the rotation scope. LWA refusing the
+    /// refresh token (`invalid_grant`) says the client secret passed: the secret is proved
+    /// again with the rotation scope, so that a bad refresh token is not taken for a bad
+    /// secret.
     async fn prove(
         &self,
         app: &App,
@@ -371,24 +378,20 @@ impl Rotator {
         window: Duration,
         values: &HashMap<String, Parameter>,
     ) -> Proof {
-        let kind = match app
+        let refresh_token = app
             .prover
             .as_ref()
-            .and_then(|c| c.refresh_token_parameter.as_ref())
-        {
+            .and_then(|c| c.refresh_token_parameter.as_ref());
+        let kind = match refresh_token {
             Some(p) => match values.get(p) {
                 Some(rt) => GrantKind::RefreshToken(SecretString::from(
                     rt.value.expose_secret().to_string(),
                 )),
                 None => return Proof::Unreachable(format!("{p} could not be read from SSM")),
             },
-            None => GrantKind::Scopes(vec![ROTATION_SCOPE.to_string()]),
+            None => rotation_scope(),
         };
-        let grant = Grant {
-            client_id: SecretString::from(app.client_id.expose_secret().to_string()),
-            client_secret: SecretString::from(secret.expose_secret().to_string()),
-            kind,
-        };
+        let grant = app.grant(secret, kind);
         let started = Instant::now();
         let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
         let mut attempts = 0;
@@ -399,6 +402,11 @@ impl Rotator {
                 Ok(_) => return Proof::Accepted,
                 Err(e) => e,
             };
+            if machine::refresh_token_refused(&error, refresh_token.is_some()) {
+                return self
+                    .prove_without_refresh_token(app, secret, refresh_token, error)
+                    .await;
+            }
             tracing::warn!(parameter = %app.key_parameter(), attempt = attempts, error = %error, "automatic rotation: LWA did not accept the new secret (yet)");
             if !machine::prove_again(attempts, started.elapsed(), window) {
                 return match error {
@@ -409,6 +417,38 @@ impl Rotator {
                 };
             }
             tokio::time::sleep(backoff.next_delay().min(window.max(Duration::from_secs(1)))).await;
+        }
+    }
+
+    /// LWA refused the app's refresh token: the new secret is proved with the rotation
+    /// scope instead, and the refresh token is named as the problem.
+    async fn prove_without_refresh_token(
+        &self,
+        app: &App,
+        secret: &SecretString,
+        refresh_token: Option<&String>,
+        refused: ExchangeError,
+    ) -> Proof {
+        let token = refresh_token.map(String::as_str).unwrap_or("?");
+        self.count("refresh_token_refused");
+        match self
+            .lwa
+            .exchange(&app.grant(secret, rotation_scope()))
+            .await
+        {
+            Ok(_) => {
+                tracing::warn!(
+                    parameter = %app.key_parameter(),
+                    refresh_token_parameter = %token,
+                    error = %refused,
+                    "automatic rotation: LWA refused the refresh token, not the new secret (which it accepted with the rotation scope); the new secret is written, but tokens from this refresh token fail until it is replaced: lwa-agent put-secret --field refresh_token"
+                );
+                Proof::Accepted
+            }
+            Err(e) => Proof::Rejected(format!(
+                "LWA refused the refresh token in {token} ({refused}), and the rotation-scope \
+                 grant with the new secret too ({e})"
+            )),
         }
     }
 

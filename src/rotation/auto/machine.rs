@@ -9,6 +9,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::lwa::app_management::{throttle_wait, RotateError};
+use crate::lwa::exchange::ExchangeError;
 use crate::rotation::state::AutoRotation;
 
 /// What asked for a rotation.
@@ -240,6 +241,14 @@ pub const MIN_PROOFS: u32 = 3;
 /// Whether to try the proof again after `attempts` failed ones, `elapsed` into the window.
 pub fn prove_again(attempts: u32, elapsed: Duration, window: Duration) -> bool {
     attempts < MIN_PROOFS || elapsed < window
+}
+
+/// Whether LWA, proving a new secret with the app's refresh token (`with_refresh_token`),
+/// refused the refresh token rather than the secret: `invalid_grant` comes only once the
+/// client id and secret passed.
+pub fn refresh_token_refused(error: &ExchangeError, with_refresh_token: bool) -> bool {
+    with_refresh_token
+        && matches!(error, ExchangeError::Auth { code, .. } if code == "invalid_grant")
 }
 
 /// A message is hidden from other hosts while this one works on it: the proof window plus
@@ -662,6 +671,21 @@ mod tests {
             expiry_action(None, now - 200 * DAY, 200 * DAY, DAY),
             ExpiryAction::Rotate
         );
+    }
+
+    #[test]
+    fn invalid_grant_blames_the_refresh_token_not_the_secret() {
+        let auth = |code: &str| ExchangeError::Auth {
+            code: code.into(),
+            description: "d".into(),
+        };
+        assert!(refresh_token_refused(&auth("invalid_grant"), true));
+        assert!(!refresh_token_refused(&auth("invalid_grant"), false));
+        assert!(!refresh_token_refused(&auth("invalid_client"), true));
+        assert!(!refresh_token_refused(
+            &ExchangeError::Server { status: 500 },
+            true
+        ));
     }
 
     #[test]

@@ -37,12 +37,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use crate::aws::ssm::{self, Parameter};
 use crate::config::{AutoRotationConfig, Config};
-use crate::lwa::app_management::{AppManagementClient, ROTATION_SCOPE};
-use crate::lwa::exchange::{Grant, GrantKind, LwaClient, Token};
+use crate::lwa::app_management::AppManagementClient;
+use crate::lwa::exchange::{LwaClient, Token};
 use crate::metrics::Metrics;
 use crate::parameters::ParameterStore;
 use crate::rotation::notify::{Kind, Notifier, Outcome};
@@ -346,11 +346,7 @@ impl Rotator {
         let secret = values
             .get(app.key_parameter())
             .ok_or_else(|| format!("{} could not be read from SSM", app.key_parameter()))?;
-        let grant = Grant {
-            client_id: SecretString::from(app.client_id.expose_secret().to_string()),
-            client_secret: SecretString::from(secret.value.expose_secret().to_string()),
-            kind: GrantKind::Scopes(vec![ROTATION_SCOPE.to_string()]),
-        };
+        let grant = app.grant(&secret.value, apps::rotation_scope());
         let token = Arc::new(self.lwa.exchange(&grant).await.map_err(|e| e.to_string())?);
         if let Ok(mut tokens) = self.tokens.lock() {
             tokens.insert(key, token.clone());
