@@ -6,7 +6,7 @@
 //! error, and this module's Debug output names only message ids; every AWS error text goes
 //! through [`describe`], one place to change how SDK errors read.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
@@ -40,6 +40,9 @@ pub struct Received {
     pub body: SecretString,
     /// How many times SQS has handed this message out, this time included.
     pub receive_count: u32,
+    /// When the message reached the queue: it is gone once the queue's retention period
+    /// has passed since then.
+    pub sent_at: Option<SystemTime>,
 }
 
 impl std::fmt::Debug for Received {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for Received {
         f.debug_struct("Received")
             .field("id", &self.id)
             .field("receive_count", &self.receive_count)
+            .field("sent_at", &self.sent_at)
             .field("body", &"[redacted]")
             .finish()
     }
@@ -113,6 +117,7 @@ pub async fn receive(
         .wait_time_seconds(wait.as_secs().min(20) as i32)
         .visibility_timeout(seconds(visibility))
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
         .send()
         .await
         .map_err(|e| error("ReceiveMessage", queue, &e))?;
@@ -121,17 +126,24 @@ pub async fn receive(
         .unwrap_or_default()
         .into_iter()
         .filter_map(|m| {
-            let receive_count = m
-                .attributes
-                .as_ref()
-                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                .and_then(|n| n.parse().ok())
+            let attribute = |name: MessageSystemAttributeName| {
+                m.attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&name))
+                    .and_then(|n| n.parse::<u64>().ok())
+            };
+            let receive_count = attribute(MessageSystemAttributeName::ApproximateReceiveCount)
+                .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(1);
+            // Milliseconds since the epoch.
+            let sent_at = attribute(MessageSystemAttributeName::SentTimestamp)
+                .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
             Some(Received {
                 id: m.message_id?,
                 receipt: m.receipt_handle?,
                 body: SecretString::from(m.body.unwrap_or_default()),
                 receive_count,
+                sent_at,
             })
         })
         .collect())
@@ -170,6 +182,26 @@ pub async fn hide_for(
         .await
         .map(|_| ())
         .map_err(|e| error("ChangeMessageVisibility", queue, &e))
+}
+
+/// How long the queue keeps a message (`MessageRetentionPeriod`; SQS's default is 4 days).
+pub async fn retention(client: &aws_sdk_sqs::Client, queue: &str) -> Result<Duration, SqsError> {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(QueueAttributeName::MessageRetentionPeriod)
+        .send()
+        .await
+        .map_err(|e| error("GetQueueAttributes", queue, &e))?;
+    out.attributes
+        .unwrap_or_default()
+        .get(&QueueAttributeName::MessageRetentionPeriod)
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .ok_or_else(|| SqsError {
+            unreachable: false,
+            message: format!("SQS GetQueueAttributes on {queue} gave no MessageRetentionPeriod"),
+        })
 }
 
 /// What `doctor` shows about a queue.
@@ -228,6 +260,7 @@ mod tests {
             receipt: "r".into(),
             body: SecretString::from("amzn1.oa2-cs.v1.SECRET".to_string()),
             receive_count: 2,
+            sent_at: None,
         };
         let text = format!("{m:?}");
         assert!(text.contains("m-1") && !text.contains("SECRET"), "{text}");

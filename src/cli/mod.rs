@@ -112,7 +112,7 @@ pub enum Command {
         does it on its own: take the fleet marker (so no other host asks too), ask Amazon's \
         Application Management API for a new client secret, receive it from the \
         new-secret SQS queue, prove it with a real LWA exchange, write it to every client \
-        secret parameter of the app (same KMS key, tier and policies), and reload the \
+        secret parameter of the app (same KMS key, tier and lasting policies), and reload the \
         running agent. The old secret keeps working for about 7 days. Runs whatever the \
         secret's age, but not while a rotation of it is in flight. Exit 0 when the new \
         secret is in SSM, 1 when it is not (the error says why and what to do), 2 for a \

@@ -1,7 +1,8 @@
 //! `lwa-agent put-secret`: rotate one LWA value safely. The new value comes from stdin
 //! (never argv), is proved with a real LWA exchange before anything is written, is stored
-//! as a SecureString with the parameter's existing KMS key, tier and policies, and the
-//! running agent is reloaded and confirmed to serve tokens from the new version.
+//! as a SecureString with the parameter's existing KMS key, tier and lasting policies (the
+//! old secret's dated `Expiration` policies are dropped, and named), and the running agent
+//! is reloaded and confirmed to serve tokens from the new version.
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -177,7 +178,7 @@ async fn rotate(
     })?;
     println!("LWA accepted the new value.");
 
-    // 2. Write it with the same key, tier and policies.
+    // 2. Write it with the same key, tier and lasting policies.
     let written = ssm::rewrite_secret(&client, parameter, &value).await?;
     let version = written.version;
     println!(
@@ -185,6 +186,9 @@ async fn rotate(
         written.key_id.as_deref().unwrap_or("default"),
         written.tier.as_deref().unwrap_or("Standard")
     );
+    for dropped in &written.dropped_policies {
+        println!("Dropped the parameter policy {dropped}.");
+    }
     let written_at = SystemTime::now();
 
     // 3. Reload the running agent and confirm it serves tokens from the new version.

@@ -569,8 +569,8 @@ async fn two_hosts_make_one_rotate_call_and_both_serve_the_new_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_second_host_completes_when_the_rotating_host_is_killed() {
-    // The secret reaches the queue a moment after the 204, when the caller is dead.
-    let a = Auto::new(|s| s.send_delay = Duration::from_millis(1500)).await;
+    // The secret reaches the queue 5 s after the 204: host A is dead by then.
+    let a = Auto::new(|s| s.send_delay = KILL_WINDOW).await;
     let mut host_a = a
         .agent(
             &Opts {
@@ -592,44 +592,80 @@ async fn the_second_host_completes_when_the_rotating_host_is_killed() {
             "host-b",
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while a.app.accepted().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no rotate call:\n{}",
-            host_a.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let accepted = wait_accepted(&a, &host_a).await;
     host_a.signal(nix::sys::signal::Signal::SIGKILL);
     host_a.wait_exit(10);
+    assert!(
+        accepted.elapsed() < KILL_WINDOW,
+        "host A was killed only {:?} after the 204, when the secret may have been sent",
+        accepted.elapsed()
+    );
     let written = a.wait_for_version(2, 90, &[&host_b]).await;
     let new = a.new_secret();
     assert_eq!(written, new);
+    assert_eq!(a.app.calls().len(), 1, "one call: {:?}", a.app.calls());
     a.wait_serving_with(&host_b, &new, 30).await;
     a.wait_depth(&a.new_queue, 0, 10).await;
+    // Host B wrote it, for a rotation it never asked for; host A never did.
+    let status = host_b
+        .wait_for("/v1/status", 20, |r| {
+            r.json()["credentials"]["default"]["auto_rotation"]["outcome"] == "rotated"
+        })
+        .await;
+    let rec = &status.json()["credentials"]["default"]["auto_rotation"];
+    assert_eq!(rec["trigger"], "new_secret_message", "{rec}");
+    assert_eq!(rec["parameter_version"], 2, "{rec}");
+    assert!(host_b.logs().contains(WROTE), "{}", host_b.logs());
+    let a_logs = host_a.logs();
+    assert!(
+        a_logs.contains(ASKED) && !a_logs.contains(WROTE),
+        "host A asked and did not write:\n{a_logs}"
+    );
     a.w.canaries.assert_absent("logs", &host_b.logs());
+}
+
+/// The log line of a host that asks Amazon for a new secret.
+const ASKED: &str = "automatic rotation: asking Amazon for a new client secret";
+
+/// The log line of a host that writes a new secret.
+const WROTE: &str = "automatic rotation: new client secret written to SSM";
+
+/// How long after the 204 the test endpoint sends the secret in the kill tests: the
+/// rotating host is killed well within it.
+const KILL_WINDOW: Duration = Duration::from_secs(5);
+
+/// Waits for Amazon's 204; returns when it came.
+async fn wait_accepted(a: &Auto, agent: &AgentProc) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(call) = a.app.accepted().first() {
+            return call.at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rotate call:\n{}",
+            agent.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_host_completes_what_it_asked_for_before_it_was_killed() {
-    let a = Auto::new(|s| s.send_delay = Duration::from_millis(1500)).await;
+    let a = Auto::new(|s| s.send_delay = KILL_WINDOW).await;
     let opts = Opts {
         rotate_after: "2s",
         ..Opts::default()
     };
     let mut first = a.agent(&opts, "host-a").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while a.app.accepted().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no rotate call:\n{}",
-            first.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let accepted = wait_accepted(&a, &first).await;
     first.signal(nix::sys::signal::Signal::SIGKILL);
     first.wait_exit(10);
+    assert!(
+        accepted.elapsed() < KILL_WINDOW,
+        "killed only {:?} after the 204",
+        accepted.elapsed()
+    );
     // Same host, same state directory: it neither asks again nor forgets.
     let again = a.agent(&opts, "host-a").await;
     let written = a.wait_for_version(2, 90, &[&again]).await;
@@ -637,7 +673,22 @@ async fn a_restarted_host_completes_what_it_asked_for_before_it_was_killed() {
     assert_eq!(written, new);
     a.wait_serving_with(&again, &new, 30).await;
     a.wait_depth(&a.new_queue, 0, 10).await;
-    assert_eq!(a.app.accepted().len(), 1);
+    // Every call counts: a second one would be a 429 inside the test endpoint's window.
+    assert_eq!(a.app.calls().len(), 1, "{:?}", a.app.calls());
+    // The restarted agent wrote it, completing the rotation its first life asked for.
+    let status = again
+        .wait_for("/v1/status", 20, |r| {
+            r.json()["credentials"]["default"]["auto_rotation"]["outcome"] == "rotated"
+        })
+        .await;
+    let rec = &status.json()["credentials"]["default"]["auto_rotation"];
+    assert_eq!(rec["trigger"], "age", "{rec}");
+    assert!(again.logs().contains(WROTE), "{}", again.logs());
+    let first_logs = first.logs();
+    assert!(
+        first_logs.contains(ASKED) && !first_logs.contains(WROTE),
+        "the first life asked and did not write:\n{first_logs}"
+    );
     a.w.canaries.assert_absent("logs", &again.logs());
 }
 
@@ -970,4 +1021,339 @@ async fn the_message_stays_until_ssm_holds_the_new_secret() {
     );
     assert_eq!(agent.get("/v1/token").await.status, 200);
     a.w.canaries.assert_absent("logs", &agent.logs());
+}
+
+impl Auto {
+    /// When SSM last wrote the client secret.
+    async fn secret_written_at(&self) -> SystemTime {
+        let p = self
+            .w
+            .ssm()
+            .await
+            .get_parameter()
+            .name(SECRET_PARAM)
+            .send()
+            .await
+            .expect("get")
+            .parameter
+            .expect("parameter");
+        p.last_modified_date
+            .and_then(|d| SystemTime::try_from(d).ok())
+            .expect("LastModifiedDate")
+    }
+
+    /// Sends a new-secret message for this app, as Amazon would have published it at
+    /// `published`, with a secret LWA accepts. Returns the message id.
+    async fn send_new_secret(&self, secret: &str, published: SystemTime) -> String {
+        let s = secret.to_string();
+        self.w.lwa.update(|l| l.client_secrets.push(s));
+        app_management::send_to_queue(
+            &self.new_queue,
+            &app_management::new_secret_notification_published(
+                CLIENT_ID,
+                secret,
+                published + Duration::from_secs(180 * 86400),
+                published + Duration::from_secs(7 * 86400),
+                published,
+            ),
+        )
+        .await
+        .expect("send")
+    }
+}
+
+/// Waits until the agent's log has `needle` on a line that names `message_id`.
+async fn wait_log_line(agent: &AgentProc, needle: &str, message_id: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let logs = agent.logs();
+        if logs
+            .lines()
+            .any(|l| l.contains(needle) && l.contains(message_id))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` for {message_id}:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_new_secret_message_never_overwrites_a_newer_secret() {
+    let a = Auto::new(|_| {}).await;
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    let seeded = a.secret_written_at().await;
+    let canary = a.w.canaries.client_secret.clone();
+
+    // A message Amazon published before SSM got its current secret (LWA still accepts
+    // its secret, as it does for days): SSM moved on; nothing is written, it is deleted.
+    let ancient = format!("{canary}-ANCIENT");
+    let id = a
+        .send_new_secret(&ancient, seeded - Duration::from_secs(600))
+        .await;
+    wait_log_line(&agent, "stale new-secret message", &id, 30).await;
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    assert_eq!(a.secret().await, (canary.clone(), 1), "not written");
+
+    // Two rotations: the older message is completed only after the newer one was
+    // published (it was stuck, say). SSM's write time is then later than the newer
+    // message's publish time, and still the newer secret must win.
+    let older = format!("{canary}-OLDER");
+    let newer = format!("{canary}-NEWER");
+    while SystemTime::now() < seeded + Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.send_new_secret(&older, seeded + Duration::from_secs(1))
+        .await;
+    assert_eq!(a.wait_for_version(2, 60, &[&agent]).await, older);
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    a.send_new_secret(&newer, seeded + Duration::from_secs(2))
+        .await;
+    assert_eq!(a.wait_for_version(3, 60, &[&agent]).await, newer);
+    a.wait_depth(&a.new_queue, 0, 10).await;
+
+    // The older message again (SQS delivers at least once): stale, SSM keeps the newer.
+    let again = a
+        .send_new_secret(&older, seeded + Duration::from_secs(1))
+        .await;
+    wait_log_line(&agent, "stale new-secret message", &again, 30).await;
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    assert_eq!(a.secret().await, (newer.clone(), 3));
+    a.wait_serving_with(&agent, &newer, 30).await;
+    let metrics = agent.get("/metrics").await.body;
+    assert!(
+        metrics.contains("lwa_agent_auto_rotation_events_total{event=\"message_stale\"} 2"),
+        "{metrics}"
+    );
+    a.w.canaries.assert_absent("logs", &agent.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_messages_for_one_app_at_once_end_with_the_newer_secret() {
+    let a = Auto::new(|_| {}).await;
+    let moto: std::net::SocketAddr = format!("127.0.0.1:{}", a.w.moto_port)
+        .parse()
+        .expect("addr");
+    let proxy = lwa_agent_testservers::proxy::Proxy::start(moto)
+        .await
+        .expect("proxy");
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                endpoint: Some(proxy.url()),
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    // Both wait in the queue, so that the agent receives them together and works on them
+    // at the same time.
+    proxy.set_up(false);
+    let seeded = a.secret_written_at().await;
+    let canary = a.w.canaries.client_secret.clone();
+    let (older, newer) = (format!("{canary}-OLDER"), format!("{canary}-NEWER"));
+    while SystemTime::now() < seeded + Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.send_new_secret(&older, seeded + Duration::from_secs(1))
+        .await;
+    a.send_new_secret(&newer, seeded + Duration::from_secs(2))
+        .await;
+    proxy.set_up(true);
+    a.wait_depth(&a.new_queue, 0, 90).await;
+    let (value, version) = a.secret().await;
+    assert_eq!(
+        value, newer,
+        "SSM ends with the newer secret (version {version})"
+    );
+    a.wait_serving_with(&agent, &newer, 30).await;
+    a.w.canaries.assert_absent("logs", &agent.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_ssm_refuses_alerts_and_completes_once_the_cause_is_fixed() {
+    let a = Auto::new(|_| {}).await;
+    // SSM refuses a new version, as AWS does: the parameter has 100 versions and the
+    // oldest carries a label (ParameterMaxVersionLimitExceeded).
+    let ssm = a.w.ssm().await;
+    ssm.label_parameter_version()
+        .name(SECRET_PARAM)
+        .parameter_version(1)
+        .labels("pinned")
+        .send()
+        .await
+        .expect("label");
+    for _ in 2..=100 {
+        a.w.put(SECRET_PARAM, &a.w.canaries.client_secret).await;
+    }
+    let state = a.w.dir.path().join("host-a-state");
+    let opts = Opts {
+        cron: false,
+        rotate_after: "1h",
+        ..Opts::default()
+    };
+    let config = a.config(&opts);
+
+    // `lwa-agent rotate` asks, receives, proves, and cannot write: it ends at once (it
+    // does not wait out its deadline, nor spin after it) and says why.
+    let started = Instant::now();
+    let out = a.lwa_agent(&config, &["rotate", "--credential", "default"], &state);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("cannot write the new secret from message")
+            && stderr.contains("ParameterMaxVersionLimitExceeded"),
+        "{stderr}"
+    );
+    let new = a.new_secret();
+    assert_eq!(a.secret().await.1, 100, "not written");
+    assert_eq!(a.depth(&a.new_queue).await, 1, "the message stays");
+    let recorded: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(state.join("rotation-state.json")).expect("state file"),
+    )
+    .expect("state json");
+    let rec = &recorded["auto_rotations"]["default"];
+    assert_eq!(rec["outcome"], "failed", "{rec}");
+    assert_eq!(rec["needs_attention"], true, "{rec}");
+    assert_eq!(rec["parameter_version"], 100, "{rec}");
+
+    // One alert for the message, naming the queue and when the queue drops it.
+    let alerts = a.published("ALERT", 1, 30).await;
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let body = alerts[0]["Message"].as_str().expect("body");
+    for needle in [
+        "could not be written to SSM",
+        a.new_queue.as_str(),
+        "before the queue's retention (4days) runs out at 20",
+        "ParameterMaxVersionLimitExceeded",
+    ] {
+        assert!(body.contains(needle), "{needle} missing from {body}");
+    }
+
+    // Fixed: the label leaves the oldest version. The agent completes the message when
+    // it reappears, and the rotation no longer needs attention.
+    ssm.unlabel_parameter_version()
+        .name(SECRET_PARAM)
+        .parameter_version(1)
+        .labels("pinned")
+        .send()
+        .await
+        .expect("unlabel");
+    let agent = a.agent(&opts, "host-a").await;
+    assert_eq!(a.wait_for_version(101, 90, &[&agent]).await, new);
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    let status = agent
+        .wait_for("/v1/status", 20, |r| {
+            r.json()["credentials"]["default"]["auto_rotation"]["outcome"] == "rotated"
+        })
+        .await;
+    let rec = &status.json()["credentials"]["default"]["auto_rotation"];
+    assert_eq!(rec["needs_attention"], false, "{rec}");
+    assert_eq!(a.published("ALERT", 1, 3).await.len(), 1, "still one alert");
+    for (what, text) in [
+        ("rotate output", format!("{stdout}{stderr}")),
+        ("alert", format!("{alerts:?}")),
+        ("logs", agent.logs()),
+    ] {
+        a.w.canaries.assert_absent(what, &text);
+        assert!(!text.contains(&new), "{what} contains the new secret");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_for_another_app_costs_no_secret_decryption() {
+    let a = Auto::new(|_| {}).await;
+    let moto: std::net::SocketAddr = format!("127.0.0.1:{}", a.w.moto_port)
+        .parse()
+        .expect("addr");
+    let proxy = lwa_agent_testservers::proxy::Proxy::start(moto)
+        .await
+        .expect("proxy");
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                endpoint: Some(proxy.url()),
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    // The agent has read its parameters; from now on, what it asks AWS is recorded.
+    let _ = proxy.take_sent();
+    let id = app_management::send_to_queue(
+        &a.new_queue,
+        &app_management::new_secret_notification(
+            "amzn1.application-oa2-client.someone-else",
+            "amzn1.oa2-cs.v1.CANARYSECRETOTHERAPP",
+            SystemTime::now(),
+            SystemTime::now(),
+        ),
+    )
+    .await
+    .expect("send");
+    wait_log_line(&agent, "left untouched", &id, 30).await;
+    let sent = proxy.take_sent();
+    assert!(
+        sent.contains("ReceiveMessage"),
+        "the proxy saw the agent's receives"
+    );
+    // The client ids come from the agent's own copy: no SSM read, so no secret decrypted.
+    assert!(
+        !sent.contains("GetParameter"),
+        "SSM was read for a message of another app:\n{sent}"
+    );
+    assert_eq!(a.depth(&a.new_queue).await, 1, "left in the queue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refresh_token_is_not_taken_for_a_bad_new_secret() {
+    let a = Auto::new(|_| {}).await;
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    // The refresh token is revoked: LWA answers invalid_grant, whatever the secret.
+    let revoked = a.w.canaries.refresh_token.clone();
+    a.w.lwa
+        .update(|s| s.refresh_tokens.retain(|t| *t != revoked));
+    let new = format!("{}-ROTATED", a.w.canaries.client_secret);
+    a.send_new_secret(&new, SystemTime::now()).await;
+    // The new secret is proved with the rotation scope instead, and written.
+    assert_eq!(a.wait_for_version(2, 60, &[&agent]).await, new);
+    a.wait_depth(&a.new_queue, 0, 10).await;
+    let logs = agent.logs();
+    assert!(
+        logs.contains("LWA refused the refresh token, not the new secret")
+            && logs.contains(REFRESH_PARAM),
+        "{logs}"
+    );
+    assert!(
+        a.published("ALERT", 1, 2).await.is_empty(),
+        "no alert about the secret"
+    );
+    a.w.canaries.assert_absent("logs", &logs);
 }

@@ -430,3 +430,72 @@ async fn put_secret_proves_writes_reloads_and_switches_the_running_agent() {
     );
     w.canaries.assert_absent("logs", &agent.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_secret_keeps_lasting_policies_and_drops_the_old_secrets_dated_ones() {
+    let w = World::new().await;
+    // The old secret's parameter expires at a fixed date and warns before; it also
+    // watches for no change. Sent again with the new value, the expiry would delete it.
+    w.ssm()
+        .await
+        .put_parameter()
+        .name(SECRET_PARAM)
+        .value(&w.canaries.client_secret)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .tier(aws_sdk_ssm::types::ParameterTier::Advanced)
+        .overwrite(true)
+        .policies(
+            r#"[{"Type":"Expiration","Version":"1.0","Attributes":{"Timestamp":"2030-12-02T21:34:33.000Z"}},
+                {"Type":"ExpirationNotification","Version":"1.0","Attributes":{"Before":"15","Unit":"Days"}},
+                {"Type":"NoChangeNotification","Version":"1.0","Attributes":{"After":"150","Unit":"Days"}}]"#,
+        )
+        .send()
+        .await
+        .expect("policies");
+    let config = w.write_config(&w.config("", ""));
+    let new_secret = format!("{}-NEW", w.canaries.client_secret);
+    w.lwa.update(|s| s.client_secrets.push(new_secret.clone()));
+    let out = put_secret(&w, &config, &new_secret, "client_secret");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "Dropped the parameter policy Expiration (its date belonged to the old secret",
+        "Dropped the parameter policy ExpirationNotification (",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from {stdout}");
+    }
+    assert!(!stdout.contains("NoChangeNotification"), "{stdout}");
+    assert_eq!(current(&w, SECRET_PARAM).await, (new_secret, 3));
+    let described = w
+        .ssm()
+        .await
+        .describe_parameters()
+        .parameter_filters(
+            aws_sdk_ssm::types::ParameterStringFilter::builder()
+                .key("Name")
+                .option("Equals")
+                .values(SECRET_PARAM)
+                .build()
+                .expect("filter"),
+        )
+        .send()
+        .await
+        .expect("describe");
+    let p = &described.parameters()[0];
+    let texts: Vec<String> = p
+        .policies()
+        .iter()
+        .map(|pol| pol.policy_text().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(texts[0].contains("NoChangeNotification"), "{texts:?}");
+    assert_eq!(
+        p.tier().map(|t| t.as_str()),
+        Some("Advanced"),
+        "the tier is kept"
+    );
+}

@@ -5,6 +5,8 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{Config, CredentialConfig};
+use crate::lwa::app_management::ROTATION_SCOPE;
+use crate::lwa::exchange::{Grant, GrantKind};
 
 /// One SP-API app as the configuration uses it.
 pub struct App {
@@ -40,6 +42,20 @@ impl App {
     pub fn is(&self, client_id: &str) -> bool {
         self.client_id.expose_secret() == client_id
     }
+
+    /// An LWA grant of this app with `secret` (the current one, or a new one to prove).
+    pub fn grant(&self, secret: &SecretString, kind: GrantKind) -> Grant {
+        Grant {
+            client_id: SecretString::from(self.client_id.expose_secret().to_string()),
+            client_secret: SecretString::from(secret.expose_secret().to_string()),
+            kind,
+        }
+    }
+}
+
+/// The grantless grant kind of the rotation: `client_credentials` with its scope.
+pub fn rotation_scope() -> GrantKind {
+    GrantKind::Scopes(vec![ROTATION_SCOPE.to_string()])
 }
 
 /// Groups the credentials by the client id their `client_id_parameter` holds.
@@ -82,17 +98,6 @@ pub fn group<'a>(
         }
     }
     (apps, unread)
-}
-
-/// Which of `targets` (parameter, current value) must be written to hold `new`: those
-/// that do not hold it already. SQS delivers at least once, and another host may have
-/// written first: a value SSM already holds is not written again.
-pub fn writes_needed<'a>(targets: &'a [(String, Option<String>)], new: &str) -> Vec<&'a str> {
-    targets
-        .iter()
-        .filter(|(_, current)| current.as_deref() != Some(new))
-        .map(|(p, _)| p.as_str())
-        .collect()
 }
 
 #[cfg(test)]
@@ -163,16 +168,5 @@ mod tests {
         assert_eq!(apps[1].credentials, vec!["eu"]);
         assert_eq!(unread, vec!["unread"]);
         assert!(!format!("{:?}", apps[0]).contains("app-1"));
-    }
-
-    #[test]
-    fn only_parameters_without_the_new_value_are_written() {
-        let targets = vec![
-            ("/a".to_string(), Some("new".to_string())),
-            ("/b".to_string(), Some("old".to_string())),
-            ("/c".to_string(), None),
-        ];
-        assert_eq!(writes_needed(&targets, "new"), vec!["/b", "/c"]);
-        assert!(writes_needed(&targets[..1], "new").is_empty());
     }
 }

@@ -2,8 +2,9 @@
 //! the agent runs, so that a new secret is completed by whichever host receives it; and
 //! what becomes of a requested rotation whose secret never came.
 //!
-//! Invariants: at most one open receive per queue per agent; no busy loop (a receive
-//! that comes back empty at once is followed by a pause); an unreachable queue is retried
+//! Invariants: at most one open receive per queue per agent; no busy loop (both loops
+//! here, the daemon's and `lwa-agent rotate`'s, go through one receive round that lasts at
+//! least a second, and `rotate`'s ends at its deadline); an unreachable queue is retried
 //! with capped exponential backoff and jitter, like SSM; each message is worked on in its
 //! own task, so a slow proof does not stop the queue.
 
@@ -36,45 +37,65 @@ impl Rotator {
         tracing::info!(queue = %queue, "automatic rotation: listening for notifications");
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
-            let started = Instant::now();
-            match sqs::receive(&self.sqs, &queue, sqs::LONG_POLL, super::RECEIVE_VISIBILITY).await {
-                Ok(messages) => {
-                    if backoff.window() > Duration::from_secs(1) {
-                        tracing::info!(queue = %queue, "automatic rotation: the queue is reachable again");
-                    }
-                    backoff.reset();
-                    self.note_queue(&queue, Ok(messages.len()));
-                    let empty = messages.is_empty();
-                    for m in messages {
-                        tracing::debug!(queue = %queue, message_id = %m.id, "rotation message received");
-                        let me = self.clone();
-                        let queue = queue.clone();
-                        tokio::spawn(async move {
-                            me.handle(&queue, m).await;
-                        });
-                    }
-                    if reconciles {
-                        self.reconcile().await;
-                    }
-                    let spent = started.elapsed();
-                    if empty && spent < MIN_ROUND {
-                        tokio::time::sleep(MIN_ROUND - spent).await;
-                    }
-                }
-                Err(e) => {
-                    self.count("receive_error");
-                    self.note_queue(&queue, Err(&e.message));
-                    let delay = backoff.next_delay();
-                    tracing::warn!(
-                        queue = %queue,
-                        error = %e,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "automatic rotation: cannot receive from the queue; messages wait there"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
+            let Some(messages) = self
+                .receive_round(&queue, sqs::LONG_POLL, &mut backoff, Duration::MAX)
+                .await
+            else {
+                continue;
+            };
+            for m in messages {
+                tracing::debug!(queue = %queue, message_id = %m.id, "rotation message received");
+                let me = self.clone();
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    me.handle(&queue, m).await;
+                });
+            }
+            if reconciles {
+                self.reconcile().await;
             }
         }
+    }
+
+    /// One receive on `queue`, waiting up to `wait` for messages: what came, or `None`
+    /// after an error, once the backoff's pause (at most `cap`) is over. Every round takes
+    /// at least `MIN_ROUND`, whatever SQS answers, so no caller loops hot.
+    async fn receive_round(
+        &self,
+        queue: &str,
+        wait: Duration,
+        backoff: &mut Backoff,
+        cap: Duration,
+    ) -> Option<Vec<sqs::Received>> {
+        let started = Instant::now();
+        let got = match sqs::receive(&self.sqs, queue, wait, super::RECEIVE_VISIBILITY).await {
+            Ok(messages) => {
+                if backoff.window() > Duration::from_secs(1) {
+                    tracing::info!(queue = %queue, "automatic rotation: the queue is reachable again");
+                }
+                backoff.reset();
+                self.note_queue(queue, Ok(messages.len()));
+                Some(messages)
+            }
+            Err(e) => {
+                self.count("receive_error");
+                self.note_queue(queue, Err(&e.message));
+                let delay = backoff.next_delay().min(cap);
+                tracing::warn!(
+                    queue = %queue,
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "automatic rotation: cannot receive from the queue; messages wait there"
+                );
+                tokio::time::sleep(delay).await;
+                None
+            }
+        };
+        let spent = started.elapsed();
+        if spent < MIN_ROUND {
+            tokio::time::sleep(MIN_ROUND - spent).await;
+        }
+        got
     }
 
     /// Looks at this host's rotations that wait for a new secret: done when SSM holds a
@@ -82,7 +103,8 @@ impl Rotator {
     /// without one.
     pub async fn reconcile(&self) {
         let waiting: Vec<(String, crate::rotation::state::AutoRotation)> = self
-            .records()
+            .records_now()
+            .await
             .into_iter()
             .filter(|(_, r)| r.outcome == outcome::WAITING)
             .collect();
@@ -116,12 +138,13 @@ impl Rotator {
                 Waiting::Still => {}
                 Waiting::Rotated { version } => {
                     tracing::info!(credential = %credential, version, "automatic rotation: SSM holds the new secret (written by this or another host)");
-                    self.record(std::slice::from_ref(&credential), |r| {
+                    self.record(std::slice::from_ref(&credential), move |r| {
                         r.outcome = outcome::ROTATED.into();
                         r.parameter_version = Some(version);
                         r.wait_until = None;
                         r.error = None;
-                    });
+                    })
+                    .await;
                 }
                 // A message being worked on right now may be this very secret: give it
                 // until the next round rather than alert about a secret that did come.
@@ -143,11 +166,13 @@ impl Rotator {
         );
         tracing::error!(credential = %credential, version, error = %error, "automatic rotation: gave up waiting for the new secret");
         self.count("secret_not_received");
-        self.record(&[credential.to_string()], |r| {
+        let recorded = error.clone();
+        self.record(&[credential.to_string()], move |r| {
             r.outcome = outcome::FAILED.into();
             r.needs_attention = true;
-            r.error = Some(error.clone());
-        });
+            r.error = Some(recorded.clone());
+        })
+        .await;
         let Some(cred) = self.config.credential(credential) else {
             return;
         };
@@ -189,7 +214,7 @@ impl Rotator {
         let queue = self.auto().new_secret_queue_url.clone();
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(20));
         loop {
-            match self.records().get(credential) {
+            match self.records_now().await.get(credential) {
                 Some(r) if r.outcome == outcome::ROTATED => return Ok(r.clone()),
                 Some(r) if r.outcome == outcome::FAILED && r.needs_attention => {
                     return Err(r
@@ -201,32 +226,34 @@ impl Rotator {
             }
             let left = until.duration_since(SystemTime::now()).unwrap_or_default();
             if left.is_zero() {
+                // The wait is over, whatever the record says: one last look, then an answer
+                // (never another round).
                 self.reconcile().await;
-                if let Some(r) = self.records().get(credential) {
-                    if r.outcome != outcome::WAITING {
-                        continue;
-                    }
-                }
-                return Err("no new secret arrived in time, and SSM could not be checked".into());
+                return match self.records_now().await.get(credential) {
+                    Some(r) if r.outcome == outcome::ROTATED => Ok(r.clone()),
+                    Some(r) if r.outcome == outcome::WAITING => Err(
+                        "no new secret arrived in time; if it arrives later, a running agent \
+                         completes it"
+                            .into(),
+                    ),
+                    Some(r) => Err(r
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| format!("the rotation ended as `{}`", r.outcome))),
+                    None => Err("no new secret arrived in time".into()),
+                };
             }
-            match sqs::receive(
-                &self.sqs,
-                &queue,
-                left.clamp(Duration::from_secs(1), sqs::LONG_POLL),
-                super::RECEIVE_VISIBILITY,
-            )
-            .await
+            if let Some(messages) = self
+                .receive_round(
+                    &queue,
+                    left.clamp(Duration::from_secs(1), sqs::LONG_POLL),
+                    &mut backoff,
+                    left,
+                )
+                .await
             {
-                Ok(messages) => {
-                    backoff.reset();
-                    for m in messages {
-                        self.handle(&queue, m).await;
-                    }
-                }
-                Err(e) => {
-                    let delay = backoff.next_delay().min(left);
-                    tracing::warn!(error = %e, "cannot receive from the new-secret queue; retrying");
-                    tokio::time::sleep(delay).await;
+                for m in messages {
+                    self.handle(&queue, m).await;
                 }
             }
             // Another host (or the running agent) may have completed it.

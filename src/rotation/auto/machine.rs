@@ -9,6 +9,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::lwa::app_management::{throttle_wait, RotateError};
+use crate::lwa::exchange::ExchangeError;
 use crate::rotation::state::AutoRotation;
 
 /// What asked for a rotation.
@@ -120,11 +121,12 @@ pub fn decide_start(
     Ok(())
 }
 
-/// How often Amazon's rotate call is tried (429s and server errors) before giving up.
+/// How often Amazon's rotate call is tried (429s and connections that never sent the
+/// request) before giving up.
 pub const MAX_CALLS: u32 = 3;
 
-/// The pause after a server error or a refused connection before the next call.
-pub const SERVER_ERROR_WAIT: Duration = Duration::from_secs(5);
+/// The pause after a connection that could not send the request, before the next call.
+pub const UNSENT_WAIT: Duration = Duration::from_secs(5);
 
 /// One step of asking Amazon for a new secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,8 +148,9 @@ pub enum Step {
 pub enum Ending {
     /// Amazon accepted (204): the new secret is on its way to the queue.
     Requested,
-    /// The request may have reached Amazon (a timeout after sending): treated as
-    /// requested, so the marker stays and the new secret is waited for.
+    /// The request may have reached Amazon (a timeout after sending, or a server error,
+    /// which does not prove that no secret was made): treated as requested, so the marker
+    /// stays and the new secret is waited for.
     MaybeRequested(String),
     /// Another host holds this version's marker: it asked, or is asking.
     OtherHost(String),
@@ -193,12 +196,15 @@ impl Request {
             Event::Token(Ok(())) => self.call(Duration::ZERO),
             Event::Called(Ok(())) => Step::Finish(Ending::Requested),
             Event::Called(Err(e)) => {
+                // Invariant: only a call that certainly made no secret is repeated (a 429,
+                // or a request that never left this host). A 5xx or a timeout after
+                // sending may come after Amazon made a secret: calling again could make a
+                // second one, and giving the marker back could let another host do so.
                 let retry_after = match &e {
                     // One call a minute: wait at least 60 s, never call at once.
                     RotateError::Throttled { retry_after } => Some(throttle_wait(*retry_after)),
-                    RotateError::Server { .. } => Some(SERVER_ERROR_WAIT),
-                    RotateError::Transport { sent: false, .. } => Some(SERVER_ERROR_WAIT),
-                    RotateError::Transport { sent: true, .. } => {
+                    RotateError::Transport { sent: false, .. } => Some(UNSENT_WAIT),
+                    RotateError::Transport { sent: true, .. } | RotateError::Server { .. } => {
                         return Step::Finish(Ending::MaybeRequested(e.to_string()))
                     }
                     RotateError::Refused { .. } => None,
@@ -237,12 +243,89 @@ pub fn prove_again(attempts: u32, elapsed: Duration, window: Duration) -> bool {
     attempts < MIN_PROOFS || elapsed < window
 }
 
+/// Whether LWA, proving a new secret with the app's refresh token (`with_refresh_token`),
+/// refused the refresh token rather than the secret: `invalid_grant` comes only once the
+/// client id and secret passed.
+pub fn refresh_token_refused(error: &ExchangeError, with_refresh_token: bool) -> bool {
+    with_refresh_token
+        && matches!(error, ExchangeError::Auth { code, .. } if code == "invalid_grant")
+}
+
 /// A message is hidden from other hosts while this one works on it: the proof window plus
 /// this margin for the writes.
 pub const WORK_MARGIN: Duration = Duration::from_secs(120);
 
 /// A new secret LWA rejected is tried again after this long (the message stays).
 pub const REJECTED_RETRY: Duration = Duration::from_secs(15 * 60);
+
+/// When a message that could not be completed now (SSM or LWA unreachable, a write SSM
+/// refused) is tried again, after its `receive_count`th receive: 30 s, doubling, at most
+/// 15 minutes. Soon enough that a fixed permission takes effect within minutes; the
+/// message must be completed within the queue's retention (SQS's default: 4 days).
+pub fn retry_after(receive_count: u32) -> Duration {
+    let doublings = receive_count.saturating_sub(1).min(5);
+    (Duration::from_secs(30) * 2u32.pow(doublings)).min(REJECTED_RETRY)
+}
+
+/// Where one of the app's secret parameters stands when a new-secret message arrives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// It already holds the message's secret.
+    pub holds_new: bool,
+    /// When Amazon published the secret it holds, from this agent's fleet-wide record of
+    /// its own write of this very version; `None` when the version was written otherwise
+    /// (`put-secret`, the console, a write whose record was lost).
+    pub published: Option<SystemTime>,
+    pub last_modified: Option<SystemTime>,
+}
+
+/// How much later than a publish time an SSM write must be to count as newer: Amazon's
+/// and the test endpoint's times may be cut to whole seconds.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(1);
+
+/// What a new-secret message means for the app's secret parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// Every parameter holds it already (SQS delivers at least once; another host may
+    /// have been first): nothing to write, the message is done.
+    Current,
+    /// SSM moved on: a parameter that does not hold the message's secret got a newer one
+    /// after Amazon published the message. Writing this older secret (LWA accepts it for
+    /// days) would replace a newer one: nothing is written, the message is done.
+    Stale,
+    /// Write these parameters (indices into the given list).
+    Write(Vec<usize>),
+}
+
+/// What to do with a new secret published at `published`, given where each secret
+/// parameter stands.
+///
+/// Invariant: an older secret never replaces a newer one. A parameter's secret is newer
+/// when the agent's record of its write says it was published later, or, without such a
+/// record, when SSM wrote the parameter after the message was published. The record
+/// matters when an older message is completed late: its write is then later than the
+/// newer message's publish time, and the newer message must still win.
+pub fn completion(held: &[Held], published: Option<SystemTime>) -> Completion {
+    let needed: Vec<usize> = (0..held.len()).filter(|i| !held[*i].holds_new).collect();
+    if needed.is_empty() {
+        return Completion::Current;
+    }
+    let Some(published) = published else {
+        // No publish time to compare with: the message is the only word there is.
+        return Completion::Write(needed);
+    };
+    let moved_on = needed.iter().any(|i| match held[*i].published {
+        Some(theirs) => theirs > published,
+        None => held[*i]
+            .last_modified
+            .is_some_and(|t| t > published + CLOCK_TOLERANCE),
+    });
+    if moved_on {
+        Completion::Stale
+    } else {
+        Completion::Write(needed)
+    }
+}
 
 /// What an expiry notification for a configured app asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -517,6 +600,38 @@ mod tests {
     }
 
     #[test]
+    fn a_server_error_keeps_the_marker_and_waits_for_the_secret() {
+        // A 5xx does not prove that Amazon made no secret: no second call, no give-back.
+        let (mut r, _) = Request::first();
+        r.next(Event::MarkerTaken);
+        r.next(Event::Token(Ok(())));
+        let server = RotateError::Server {
+            status: 503,
+            message: "Service Unavailable".into(),
+        };
+        assert!(matches!(
+            r.next(Event::Called(Err(server))),
+            Step::Finish(Ending::MaybeRequested(_))
+        ));
+        // A connection that never sent the request is safe to repeat.
+        let (mut r, _) = Request::first();
+        r.next(Event::MarkerTaken);
+        r.next(Event::Token(Ok(())));
+        let unsent = RotateError::Transport {
+            url: "u".into(),
+            reason: "connection failed".into(),
+            sent: false,
+        };
+        assert_eq!(
+            r.next(Event::Called(Err(unsent))),
+            Step::Call {
+                attempt: 2,
+                after: UNSENT_WAIT
+            }
+        );
+    }
+
+    #[test]
     fn proofs_are_retried_over_a_window_but_at_least_three_times() {
         assert_eq!(
             proof_window(Duration::from_secs(900)),
@@ -555,6 +670,126 @@ mod tests {
         assert_eq!(
             expiry_action(None, now - 200 * DAY, 200 * DAY, DAY),
             ExpiryAction::Rotate
+        );
+    }
+
+    #[test]
+    fn invalid_grant_blames_the_refresh_token_not_the_secret() {
+        let auth = |code: &str| ExchangeError::Auth {
+            code: code.into(),
+            description: "d".into(),
+        };
+        assert!(refresh_token_refused(&auth("invalid_grant"), true));
+        assert!(!refresh_token_refused(&auth("invalid_grant"), false));
+        assert!(!refresh_token_refused(&auth("invalid_client"), true));
+        assert!(!refresh_token_refused(
+            &ExchangeError::Server { status: 500 },
+            true
+        ));
+    }
+
+    #[test]
+    fn a_message_not_completed_now_is_tried_again_sooner_first() {
+        assert_eq!(retry_after(0), Duration::from_secs(30));
+        assert_eq!(retry_after(1), Duration::from_secs(30));
+        assert_eq!(retry_after(2), Duration::from_secs(60));
+        assert_eq!(retry_after(4), Duration::from_secs(240));
+        assert_eq!(retry_after(6), REJECTED_RETRY);
+        assert_eq!(retry_after(u32::MAX), REJECTED_RETRY);
+    }
+
+    fn held(holds_new: bool, published: Option<SystemTime>, modified: SystemTime) -> Held {
+        Held {
+            holds_new,
+            published,
+            last_modified: Some(modified),
+        }
+    }
+
+    #[test]
+    fn a_new_secret_is_written_where_missing_and_never_twice() {
+        let t = SystemTime::now();
+        let min = Duration::from_secs(60);
+        assert_eq!(
+            completion(&[held(true, None, t), held(true, None, t - min)], Some(t)),
+            Completion::Current
+        );
+        // Parameters written before the publish that lack it get it; those that hold it
+        // are not written again.
+        assert_eq!(
+            completion(
+                &[held(true, None, t + min), held(false, None, t - min)],
+                Some(t)
+            ),
+            Completion::Write(vec![1])
+        );
+        // Without a publish time the message is all there is to go by.
+        assert_eq!(
+            completion(&[held(false, None, t + min)], None),
+            Completion::Write(vec![0])
+        );
+    }
+
+    #[test]
+    fn an_older_message_never_replaces_a_newer_secret() {
+        let published = SystemTime::now();
+        let min = Duration::from_secs(60);
+        // SSM moved on after the message was published (a newer rotation, a put-secret).
+        assert_eq!(
+            completion(&[held(false, None, published + min)], Some(published)),
+            Completion::Stale
+        );
+        // One parameter that moved on is enough: nothing is written anywhere.
+        assert_eq!(
+            completion(
+                &[
+                    held(false, None, published - min),
+                    held(false, None, published + min)
+                ],
+                Some(published)
+            ),
+            Completion::Stale
+        );
+        // A write in the same second as a publish cut to whole seconds is not newer.
+        assert_eq!(
+            completion(
+                &[held(false, None, published + Duration::from_millis(900))],
+                Some(published)
+            ),
+            Completion::Write(vec![0])
+        );
+        // The agent's record says the secret SSM holds was published later: stale.
+        assert_eq!(
+            completion(
+                &[held(false, Some(published + min), published + 2 * min)],
+                Some(published)
+            ),
+            Completion::Stale
+        );
+    }
+
+    #[test]
+    fn a_newer_message_wins_over_an_older_one_completed_late() {
+        // The older message's secret was written after the newer one was published: by
+        // write time alone the newer message would look stale; the record says otherwise.
+        let newer = SystemTime::now();
+        let older = newer - Duration::from_secs(120);
+        let written_late = newer + Duration::from_secs(30);
+        assert_eq!(
+            completion(&[held(false, Some(older), written_late)], Some(newer)),
+            Completion::Write(vec![0])
+        );
+        // And the older message, seen again afterwards, is stale.
+        assert_eq!(
+            completion(
+                &[held(
+                    false,
+                    Some(newer),
+                    written_late + Duration::from_secs(5)
+                )],
+                Some(older)
+            ),
+            Completion::Stale
         );
     }
 

@@ -30,18 +30,19 @@ pub mod machine;
 pub mod notification;
 pub mod request;
 pub mod text;
+pub mod written;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use crate::aws::ssm::{self, Parameter};
 use crate::config::{AutoRotationConfig, Config};
-use crate::lwa::app_management::{AppManagementClient, ROTATION_SCOPE};
-use crate::lwa::exchange::{Grant, GrantKind, LwaClient, Token};
+use crate::lwa::app_management::AppManagementClient;
+use crate::lwa::exchange::{LwaClient, Token};
 use crate::metrics::Metrics;
 use crate::parameters::ParameterStore;
 use crate::rotation::notify::{Kind, Notifier, Outcome};
@@ -84,9 +85,47 @@ pub struct Rotator {
     /// Ids of ignored messages already logged at warn, so a message left in the queue is
     /// not logged again every time it becomes visible.
     ignored: Mutex<HashSet<String>>,
+    /// One lock per app (by a hash of the client id): two new-secret messages of one app
+    /// are completed one after the other, so the second sees what the first wrote.
+    app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Grantless rotation-scope tokens, by a hash of the client id: cached like any token.
     tokens: Mutex<HashMap<String, Arc<Token>>>,
     queues: Mutex<BTreeMap<String, QueueState>>,
+    /// The state file's records as last read, with the file's stamp then.
+    records_cache: Arc<Mutex<RecordsCache>>,
+}
+
+/// The state file's records, and the stamp of the file they were read from.
+type RecordsCache = Option<(FileStamp, BTreeMap<String, state::AutoRotation>)>;
+
+/// What changes when the state file is replaced: modification time, inode and length.
+type FileStamp = (Option<SystemTime>, u64, u64);
+
+fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok(), m.ino(), m.len()))
+}
+
+/// The records, read from the state file only when its stamp changed since the last read.
+/// Blocking (a stat, and sometimes a read).
+fn cached_records(
+    dir: &std::path::Path,
+    cache: &Mutex<RecordsCache>,
+) -> BTreeMap<String, state::AutoRotation> {
+    let now = stamp(&dir.join(state::FILE));
+    if let Ok(c) = cache.lock() {
+        if let Some((seen, records)) = c.as_ref() {
+            if Some(*seen) == now {
+                return records.clone();
+            }
+        }
+    }
+    let records = state::load_readonly(dir).auto_rotations;
+    if let (Some(seen), Ok(mut c)) = (now, cache.lock()) {
+        *c = Some((seen, records.clone()));
+    }
+    records
 }
 
 /// What a rotator needs besides the config.
@@ -123,8 +162,10 @@ impl Rotator {
             in_flight: Mutex::default(),
             handling: Mutex::default(),
             ignored: Mutex::default(),
+            app_locks: Mutex::default(),
             tokens: Mutex::default(),
             queues: Mutex::default(),
+            records_cache: Arc::default(),
         })))
     }
 
@@ -154,6 +195,67 @@ impl Rotator {
             .collect())
     }
 
+    /// The parameters of `app`'s credentials, read (decrypted) from SSM now.
+    async fn read_app_values(&self, app: &App) -> Result<HashMap<String, Parameter>, String> {
+        let mut names: Vec<String> = Vec::new();
+        for cred in app
+            .credentials
+            .iter()
+            .filter_map(|n| self.config.credential(n))
+        {
+            for p in cred.parameters() {
+                if !names.iter().any(|n| n == p) {
+                    names.push(p.to_string());
+                }
+            }
+        }
+        let fetched = ssm::fetch(&self.ssm, &names).await?;
+        Ok(fetched
+            .parameters
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect())
+    }
+
+    /// The app `client_id` belongs to, found from the client ids alone: the daemon's
+    /// in-memory copy of the parameters when it holds every client id, else the client-id
+    /// parameters read from SSM. Invariant: turning away a message for another app
+    /// decrypts no client secret or refresh token.
+    async fn app_of(&self, client_id: &str) -> Result<Option<App>, String> {
+        if let Some(params) = &self.params {
+            let known = {
+                let snap = params.snapshot();
+                let complete = self
+                    .config
+                    .credentials
+                    .iter()
+                    .all(|c| snap.values.contains_key(&c.client_id_parameter));
+                complete.then(|| {
+                    apps::group(&self.config, |p| {
+                        snap.values.get(p).map(|v| v.value.expose_secret())
+                    })
+                    .0
+                })
+            };
+            if let Some(apps) = known {
+                return Ok(apps.into_iter().find(|a| a.is(client_id)));
+            }
+        }
+        let mut names: Vec<String> = Vec::new();
+        for cred in &self.config.credentials {
+            if !names.contains(&cred.client_id_parameter) {
+                names.push(cred.client_id_parameter.clone());
+            }
+        }
+        let fetched = ssm::fetch(&self.ssm, &names).await?;
+        let values: HashMap<String, Parameter> = fetched
+            .parameters
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect();
+        Ok(self.apps(&values).into_iter().find(|a| a.is(client_id)))
+    }
+
     fn apps(&self, values: &HashMap<String, Parameter>) -> Vec<App> {
         apps::group(&self.config, |p| {
             values.get(p).map(|v| v.value.expose_secret())
@@ -162,34 +264,67 @@ impl Rotator {
     }
 
     /// This host's record of the app's last automatic rotation (its first credential's).
-    fn record_of(&self, app: &App) -> Option<state::AutoRotation> {
+    async fn record_of(&self, app: &App) -> Option<state::AutoRotation> {
         let first = app.credentials.first()?;
-        state::load_readonly(&self.state_dir)
-            .auto_rotations
-            .get(first)
-            .cloned()
+        self.records_now().await.get(first).cloned()
     }
 
     /// Records an outcome for every credential of the app. A failure to record is logged,
-    /// not fatal: the rotation itself is what must not be lost.
-    fn record(&self, credentials: &[String], change: impl Fn(&mut state::AutoRotation)) {
+    /// not fatal: the rotation itself is what must not be lost. The state file is locked,
+    /// written and fsynced on a blocking thread, never on the runtime's.
+    async fn record(
+        &self,
+        credentials: &[String],
+        change: impl Fn(&mut state::AutoRotation) + Send + 'static,
+    ) {
         let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        let result = state::update(&self.state_dir, |s| {
-            for c in credentials {
-                let r = s.auto_rotations.entry(c.clone()).or_default();
-                change(r);
-                r.host = self.host.clone();
-                r.at = now.clone();
-            }
-        });
+        let (dir, host, credentials) = (
+            self.state_dir.clone(),
+            self.host.clone(),
+            credentials.to_vec(),
+        );
+        let result = tokio::task::spawn_blocking(move || {
+            state::update(&dir, |s| {
+                for c in &credentials {
+                    let r = s.auto_rotations.entry(c.clone()).or_default();
+                    change(r);
+                    r.host = host.clone();
+                    r.at = now.clone();
+                }
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the state file update did not finish: {e}")));
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot record the automatic rotation in the state file");
         }
     }
 
-    /// Every credential's last automatic rotation on this host.
+    /// Every credential's last automatic rotation on this host. The state file is read
+    /// again only when it changed (it is replaced as a whole on every write, by this or
+    /// another process of the host).
     pub fn records(&self) -> BTreeMap<String, state::AutoRotation> {
-        state::load_readonly(&self.state_dir).auto_rotations
+        cached_records(&self.state_dir, &self.records_cache)
+    }
+
+    /// The same, from a blocking thread: for the async paths (the listener asks every
+    /// round).
+    async fn records_now(&self) -> BTreeMap<String, state::AutoRotation> {
+        let (dir, cache) = (self.state_dir.clone(), self.records_cache.clone());
+        tokio::task::spawn_blocking(move || cached_records(&dir, &cache))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The lock that serialises the completions of `app`'s new-secret messages.
+    fn app_lock(&self, app: &App) -> Arc<tokio::sync::Mutex<()>> {
+        let key = fleet_hash(app.client_id.expose_secret());
+        match self.app_locks.lock() {
+            Ok(mut locks) => locks.entry(key).or_default().clone(),
+            // A poisoned map is still the map: a panic elsewhere must not stop
+            // completions.
+            Err(poisoned) => poisoned.into_inner().entry(key).or_default().clone(),
+        }
     }
 
     /// The grantless token with the rotation scope, reused while it has life left.
@@ -211,11 +346,7 @@ impl Rotator {
         let secret = values
             .get(app.key_parameter())
             .ok_or_else(|| format!("{} could not be read from SSM", app.key_parameter()))?;
-        let grant = Grant {
-            client_id: SecretString::from(app.client_id.expose_secret().to_string()),
-            client_secret: SecretString::from(secret.value.expose_secret().to_string()),
-            kind: GrantKind::Scopes(vec![ROTATION_SCOPE.to_string()]),
-        };
+        let grant = app.grant(&secret.value, apps::rotation_scope());
         let token = Arc::new(self.lwa.exchange(&grant).await.map_err(|e| e.to_string())?);
         if let Ok(mut tokens) = self.tokens.lock() {
             tokens.insert(key, token.clone());
@@ -319,4 +450,56 @@ pub fn describe(r: &state::AutoRotation) -> String {
         text.push_str(", NEEDS ATTENTION");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_state(dir: &std::path::Path, outcome: &str) {
+        let mut s = state::State::default();
+        s.auto_rotations.insert(
+            "default".into(),
+            state::AutoRotation {
+                outcome: outcome.into(),
+                ..state::AutoRotation::default()
+            },
+        );
+        state::save(dir, &s).expect("save");
+    }
+
+    #[test]
+    fn the_state_file_is_read_again_only_when_it_changed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cache = Mutex::default();
+        assert!(cached_records(dir.path(), &cache).is_empty(), "no file yet");
+        write_state(dir.path(), "waiting_for_secret");
+        assert_eq!(
+            cached_records(dir.path(), &cache)["default"].outcome,
+            "waiting_for_secret"
+        );
+        // Same file, same length, same time: served from the cache, not read again.
+        let path = dir.path().join(state::FILE);
+        let before = std::fs::metadata(&path).expect("stat");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let same_length = text.replace("waiting_for_secret", "WAITING_FOR_SECRET");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        std::io::Write::write_all(&mut &f, same_length.as_bytes()).expect("write");
+        f.set_modified(before.modified().expect("mtime"))
+            .expect("set mtime");
+        drop(f);
+        assert_eq!(
+            cached_records(dir.path(), &cache)["default"].outcome,
+            "waiting_for_secret"
+        );
+        // Replaced, as every writer does: read again.
+        write_state(dir.path(), "rotated");
+        assert_eq!(
+            cached_records(dir.path(), &cache)["default"].outcome,
+            "rotated"
+        );
+    }
 }

@@ -37,6 +37,10 @@ pub struct NewSecret {
     pub new_secret_expires_at: Option<String>,
     pub old_secret_expires_at: Option<String>,
     pub notification_id: Option<String>,
+    /// When Amazon published the notification (`notificationMetadata.publishTime`, else
+    /// `eventTime`): orders two new secrets of one app, so an older message never
+    /// overwrites a newer secret.
+    pub published: Option<SystemTime>,
 }
 
 impl std::fmt::Debug for NewSecret {
@@ -45,6 +49,7 @@ impl std::fmt::Debug for NewSecret {
             .field("secret", &"[redacted]")
             .field("old_secret_expires_at", &self.old_secret_expires_at)
             .field("notification_id", &self.notification_id)
+            .field("published", &self.published)
             .finish()
     }
 }
@@ -145,6 +150,12 @@ fn present(v: Option<String>) -> Option<String> {
 
 pub fn parse(body: &str) -> Result<Notification, ParseError> {
     let env: Envelope = serde_json::from_str(body).map_err(|_| ParseError::NotJson)?;
+    let published = env
+        .notification_metadata
+        .publish_time
+        .as_deref()
+        .or(env.event_time.as_deref())
+        .and_then(parse_time);
     let kind = env
         .notification_type
         .ok_or(ParseError::Missing("notificationType"))?;
@@ -172,6 +183,7 @@ pub fn parse(body: &str) -> Result<Notification, ParseError> {
                     .notification_metadata
                     .notification_id
                     .map(|t| clean(&t, 128)),
+                published,
             }))
         }
         SECRET_EXPIRY => {
@@ -179,12 +191,6 @@ pub fn parse(body: &str) -> Result<Notification, ParseError> {
                 "payload.applicationOAuthClientSecretExpiry",
             ))?;
             let client_id = present(raw.client_id).ok_or(ParseError::Missing("clientId"))?;
-            let published = env
-                .notification_metadata
-                .publish_time
-                .as_deref()
-                .or(env.event_time.as_deref())
-                .and_then(parse_time);
             Ok(Notification::Expiry(Expiry {
                 client_id,
                 expires_at: present(raw.client_secret_expiry_time).map(|t| clean(&t, 64)),
@@ -221,7 +227,26 @@ mod tests {
             Some("2026-05-08T10:00:00Z")
         );
         assert_eq!(n.notification_id.as_deref(), Some("n-1"));
+        assert_eq!(
+            n.published,
+            parse_time("2026-05-01T10:00:01Z"),
+            "publishTime, with its milliseconds"
+        );
         assert!(!format!("{n:?}").contains("NEWSECRET"));
+    }
+
+    #[test]
+    fn a_new_secret_without_publish_time_falls_back_to_event_time() {
+        let no_publish = NEW.replace(r#""publishTime": "2026-05-01T10:00:01.000Z","#, "");
+        let Ok(Notification::NewSecret(n)) = parse(&no_publish) else {
+            panic!("not a new-secret notification");
+        };
+        assert_eq!(n.published, parse_time("2026-05-01T10:00:00Z"));
+        let neither = no_publish.replace(r#""eventTime": "2026-05-01T10:00:00.000Z","#, "");
+        let Ok(Notification::NewSecret(n)) = parse(&neither) else {
+            panic!("not a new-secret notification");
+        };
+        assert_eq!(n.published, None);
     }
 
     #[test]

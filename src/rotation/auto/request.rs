@@ -135,7 +135,7 @@ impl Rotator {
         let age = now
             .duration_since(subject.last_modified)
             .unwrap_or_default();
-        let record = self.record_of(&subject.app);
+        let record = self.record_of(&subject.app).await;
         if let Err(skip) = machine::decide_start(
             trigger,
             subject.version,
@@ -187,14 +187,15 @@ impl Rotator {
             credentials = %app.credentials.join(","),
             "automatic rotation: asking Amazon for a new client secret"
         );
-        self.record(&app.credentials, |r| {
+        self.record(&app.credentials, move |r| {
             *r = crate::rotation::state::AutoRotation {
                 outcome: outcome::REQUESTING.into(),
                 trigger: trigger.label().into(),
                 parameter_version: Some(version),
                 ..Default::default()
             };
-        });
+        })
+        .await;
         let marker = self.request_marker(&app, version);
         let (mut machine, mut step) = machine::Request::first();
         let ending = loop {
@@ -271,6 +272,23 @@ impl Rotator {
         result
     }
 
+    /// Records that the new secret of the app's `version` is awaited from now on; returns
+    /// until when.
+    async fn waiting(&self, app: &App, version: i64, note: Option<String>) -> SystemTime {
+        let wait = self.auto().wait_for_secret;
+        let now = SystemTime::now();
+        self.record(&app.credentials, move |r| {
+            r.outcome = outcome::WAITING.into();
+            r.requested_at = Some(humantime::format_rfc3339_seconds(now).to_string());
+            r.wait_until = Some(humantime::format_rfc3339_seconds(now + wait).to_string());
+            r.parameter_version = Some(version);
+            r.needs_attention = false;
+            r.error = note.clone();
+        })
+        .await;
+        now + wait
+    }
+
     async fn finish(
         &self,
         app: &App,
@@ -281,18 +299,6 @@ impl Rotator {
     ) -> Requested {
         let parameter = app.key_parameter();
         let wait = self.auto().wait_for_secret;
-        let waiting = |note: Option<String>| {
-            let now = SystemTime::now();
-            self.record(&app.credentials, |r| {
-                r.outcome = outcome::WAITING.into();
-                r.requested_at = Some(humantime::format_rfc3339_seconds(now).to_string());
-                r.wait_until = Some(humantime::format_rfc3339_seconds(now + wait).to_string());
-                r.parameter_version = Some(version);
-                r.needs_attention = false;
-                r.error = note.clone();
-            });
-            now + wait
-        };
         match ending {
             Ending::Requested => {
                 tracing::info!(
@@ -302,19 +308,19 @@ impl Rotator {
                     "automatic rotation: Amazon accepted; waiting for the new secret on the queue"
                 );
                 Requested::Requested {
-                    wait_until: waiting(None),
+                    wait_until: self.waiting(app, version, None).await,
                 }
             }
             Ending::MaybeRequested(e) => {
                 tracing::warn!(parameter = %parameter, error = %e, "automatic rotation: the rotate call may have reached Amazon; waiting for a new secret");
                 Requested::Requested {
-                    wait_until: waiting(Some(e)),
+                    wait_until: self.waiting(app, version, Some(e)).await,
                 }
             }
             Ending::OtherHost(holder) => {
                 tracing::info!(parameter = %parameter, marker = %marker.unwrap_or(""), holder = %holder, "automatic rotation: another host asked Amazon for this secret version");
                 self.count("rotate_skipped_by_fleet_lock");
-                waiting(None);
+                self.waiting(app, version, None).await;
                 Requested::OtherHost(holder)
             }
             Ending::Failed { error, give_back } => {
@@ -326,11 +332,13 @@ impl Rotator {
                         }
                     }
                 }
-                self.record(&app.credentials, |r| {
+                let recorded = error.clone();
+                self.record(&app.credentials, move |r| {
                     r.outcome = outcome::FAILED.into();
                     r.needs_attention = false;
-                    r.error = Some(error.clone());
-                });
+                    r.error = Some(recorded.clone());
+                })
+                .await;
                 self.alert(
                     app,
                     &machine::alert_period("request-failed", version),
@@ -527,7 +535,7 @@ impl Rotator {
             label.as_deref(),
             Some("rotation_started" | "rotation_requested" | "rotation_by_other_host")
         );
-        let state = match self.records().get(&credential.name) {
+        let state = match self.records_now().await.get(&credential.name) {
             // Just asked (in the daemon the request may not be recorded yet).
             _ if asked => PlanState::InProgress(humantime::format_rfc3339_seconds(now).to_string()),
             Some(r) if r.needs_attention && r.parameter_version == Some(version) => {

@@ -101,7 +101,18 @@ pub fn new_secret_notification(
     new_expiry: SystemTime,
     old_expiry: SystemTime,
 ) -> String {
-    let now = rfc3339(SystemTime::now());
+    new_secret_notification_published(client_id, secret, new_expiry, old_expiry, SystemTime::now())
+}
+
+/// The same, as if Amazon had published it at `published` (an old message, say).
+pub fn new_secret_notification_published(
+    client_id: &str,
+    secret: &str,
+    new_expiry: SystemTime,
+    old_expiry: SystemTime,
+    published: SystemTime,
+) -> String {
+    let now = rfc3339(published);
     serde_json::json!({
         "notificationVersion": "1.0",
         "notificationType": "APPLICATION_OAUTH_CLIENT_NEW_SECRET",
