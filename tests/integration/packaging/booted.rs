@@ -185,6 +185,16 @@ impl Booted {
         self.systemctl_ok(&["daemon-reload"]);
     }
 
+    /// `dpkg --install` of `deb` inside the booted systemd's mount namespace. The package
+    /// is copied into that namespace's /run first: this machine's /tmp (where a checkout
+    /// and its target directory may live) is not visible there.
+    fn install_deb(&self, deb: &Path) {
+        let inside = "/run/lwa-agent-test.deb";
+        std::fs::copy(deb, format!("/proc/{}/root{inside}", self.pid))
+            .unwrap_or_else(|e| panic!("copy {} into the namespace: {e}", deb.display()));
+        self.dpkg(&["--install", inside]);
+    }
+
     /// dpkg inside the booted systemd's mount namespace, so the maintainer scripts see
     /// it running (/run/systemd/system) and talk to it.
     fn dpkg(&self, args: &[&str]) -> String {
@@ -447,7 +457,7 @@ async fn the_packaged_units_under_a_real_systemd() {
     // serves, and no request fails.
     let clients = ClientLoop::start(sd.socket(), 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    sd.dpkg(&["--install", upgrade.deb.to_str().expect("utf8")]);
+    sd.install_deb(&upgrade.deb);
     sd.wait("the agent restarted by the upgrade", 30, || {
         let now = sd.main_pid();
         now != 0 && now != pid && sd.show("lwa-agent.service", "ActiveState") == "active"
