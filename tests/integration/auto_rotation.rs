@@ -682,7 +682,14 @@ async fn a_restarted_host_completes_what_it_asked_for_before_it_was_killed() {
         })
         .await;
     let rec = &status.json()["credentials"]["default"]["auto_rotation"];
-    assert_eq!(rec["trigger"], "age", "{rec}");
+    // "age" when the first life recorded its request before the kill; when the kill came
+    // first, the restarted agent finds the fleet marker held (so it does not ask again)
+    // and completes the rotation from the message alone.
+    assert!(
+        rec["trigger"] == "age" || rec["trigger"] == "new_secret_message",
+        "{rec}"
+    );
+    assert_eq!(rec["outcome"], "rotated", "{rec}");
     assert!(again.logs().contains(WROTE), "{}", again.logs());
     let first_logs = first.logs();
     assert!(

@@ -70,8 +70,13 @@ pub const REFRESH_PARAM: &str = "/erp/lwa/refreshtoken";
 impl World {
     /// moto running and seeded with one credential; LWA accepting it.
     pub async fn new() -> World {
-        let world = Self::without_moto().await;
-        world.start_moto().await
+        let mut world = Self::without_moto().await;
+        // A port of its own choosing: moto retries on another if a test server took it.
+        let moto = Moto::start();
+        world.moto_port = moto.port;
+        world.moto = Some(moto);
+        world.seed().await;
+        world
     }
 
     /// Nothing listens on the moto port yet (SSM unreachable).

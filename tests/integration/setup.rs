@@ -34,7 +34,9 @@ struct Deployed {
 impl Deployed {
     async fn new() -> Deployed {
         let mut w = World::without_moto().await;
-        w.moto = Some(Moto::start_on(w.moto_port));
+        let moto = Moto::start();
+        w.moto_port = moto.port;
+        w.moto = Some(moto);
         let template = template();
         let stack = helper(
             &[

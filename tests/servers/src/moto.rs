@@ -33,11 +33,26 @@ pub fn free_port() -> u16 {
 }
 
 impl Moto {
+    /// moto on a free port. The port is picked before moto binds it (Python takes a second
+    /// or two to start), so another test's server may take it meanwhile: then moto is
+    /// started again on another port.
     pub fn start() -> Moto {
-        Self::start_on(free_port())
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start_on(free_port()) {
+                Ok(m) => return m,
+                Err(e) => last = e,
+            }
+        }
+        panic!("moto_server did not start on any of 5 free ports: {last}");
     }
 
+    /// moto on exactly `port` (a test that configured the agent with it before moto ran).
     pub fn start_on(port: u16) -> Moto {
+        Self::try_start_on(port).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start_on(port: u16) -> Result<Moto, String> {
         let bin = binary();
         assert!(
             bin.exists(),
@@ -52,27 +67,54 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let moto = Moto { child, port };
-        moto.wait_ready();
-        moto
+        let mut moto = Moto { child, port };
+        moto.wait_ready()?;
+        Ok(moto)
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn wait_ready(&self) {
+    /// Ready when moto itself answers on the port: something else listening there (a
+    /// test server that took the port first) or moto exiting (it could not bind) is an
+    /// error, not a ready moto.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "moto_server exited ({status}) instead of listening on port {}",
+                    self.port
+                ));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            match self.identify() {
+                Some(true) => return Ok(()),
+                Some(false) => {
+                    self.stop();
+                    return Err(format!("another server answers on port {}", self.port));
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
         }
-        panic!(
+        self.stop();
+        Err(format!(
             "moto_server did not listen on port {} within 30s",
             self.port
-        );
+        ))
+    }
+
+    /// `Some(true)`: moto answers; `Some(false)`: something else does; `None`: nothing yet.
+    fn identify(&self) -> Option<bool> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /moto-api/data.json HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .ok()?;
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        Some(text.starts_with("HTTP/1.1 200") && text.contains("Werkzeug"))
     }
 
     pub fn stop(&mut self) {
