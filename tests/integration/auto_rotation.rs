@@ -88,6 +88,28 @@ impl Auto {
         }
     }
 
+    /// An agent (host-a, no cron) that reaches AWS through a proxy in front of moto, which
+    /// the test can take down and which records what the agent asks.
+    async fn agent_behind_proxy(&self) -> (lwa_agent_testservers::proxy::Proxy, AgentProc) {
+        let moto: std::net::SocketAddr = format!("127.0.0.1:{}", self.w.moto_port)
+            .parse()
+            .expect("addr");
+        let proxy = lwa_agent_testservers::proxy::Proxy::start(moto)
+            .await
+            .expect("proxy");
+        let agent = self
+            .agent(
+                &Opts {
+                    cron: false,
+                    endpoint: Some(proxy.url()),
+                    ..Opts::default()
+                },
+                "host-a",
+            )
+            .await;
+        (proxy, agent)
+    }
+
     fn config(&self, o: &Opts) -> String {
         let text = self.w.config_parts(&Parts {
             ssm: &format!("refresh_interval = \"{}\"", o.ssm_refresh),
@@ -784,22 +806,7 @@ async fn a_new_secret_lwa_rejects_is_not_written_and_a_person_is_alerted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_while_sqs_is_unreachable_is_not_lost() {
     let a = Auto::new(|_| {}).await;
-    let moto: std::net::SocketAddr = format!("127.0.0.1:{}", a.w.moto_port)
-        .parse()
-        .expect("addr");
-    let proxy = lwa_agent_testservers::proxy::Proxy::start(moto)
-        .await
-        .expect("proxy");
-    let agent = a
-        .agent(
-            &Opts {
-                cron: false,
-                endpoint: Some(proxy.url()),
-                ..Opts::default()
-            },
-            "host-a",
-        )
-        .await;
+    let (proxy, agent) = a.agent_behind_proxy().await;
     proxy.set_up(false);
     // Amazon delivers a new secret while the agent cannot reach AWS.
     let new = format!("{}-ROTATED", a.w.canaries.client_secret);
@@ -1149,22 +1156,7 @@ async fn an_older_new_secret_message_never_overwrites_a_newer_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_messages_for_one_app_at_once_end_with_the_newer_secret() {
     let a = Auto::new(|_| {}).await;
-    let moto: std::net::SocketAddr = format!("127.0.0.1:{}", a.w.moto_port)
-        .parse()
-        .expect("addr");
-    let proxy = lwa_agent_testservers::proxy::Proxy::start(moto)
-        .await
-        .expect("proxy");
-    let agent = a
-        .agent(
-            &Opts {
-                cron: false,
-                endpoint: Some(proxy.url()),
-                ..Opts::default()
-            },
-            "host-a",
-        )
-        .await;
+    let (proxy, agent) = a.agent_behind_proxy().await;
     // Both wait in the queue, so that the agent receives them together and works on them
     // at the same time.
     proxy.set_up(false);
@@ -1288,22 +1280,7 @@ async fn a_write_ssm_refuses_alerts_and_completes_once_the_cause_is_fixed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_for_another_app_costs_no_secret_decryption() {
     let a = Auto::new(|_| {}).await;
-    let moto: std::net::SocketAddr = format!("127.0.0.1:{}", a.w.moto_port)
-        .parse()
-        .expect("addr");
-    let proxy = lwa_agent_testservers::proxy::Proxy::start(moto)
-        .await
-        .expect("proxy");
-    let agent = a
-        .agent(
-            &Opts {
-                cron: false,
-                endpoint: Some(proxy.url()),
-                ..Opts::default()
-            },
-            "host-a",
-        )
-        .await;
+    let (proxy, agent) = a.agent_behind_proxy().await;
     // The agent has read its parameters; from now on, what it asks AWS is recorded.
     let _ = proxy.take_sent();
     let id = app_management::send_to_queue(
