@@ -186,13 +186,7 @@ impl Rotator {
     /// Every credential parameter, read (decrypted) from SSM now: a rotation decides on
     /// what SSM holds, never on a copy that may be minutes old.
     async fn read_values(&self) -> Result<HashMap<String, Parameter>, String> {
-        let names = self.config.credential_parameters();
-        let fetched = ssm::fetch(&self.ssm, &names).await?;
-        Ok(fetched
-            .parameters
-            .into_iter()
-            .map(|p| (p.name.clone(), p))
-            .collect())
+        self.read_named(&self.config.credential_parameters()).await
     }
 
     /// The parameters of `app`'s credentials, read (decrypted) from SSM now.
@@ -209,7 +203,12 @@ impl Rotator {
                 }
             }
         }
-        let fetched = ssm::fetch(&self.ssm, &names).await?;
+        self.read_named(&names).await
+    }
+
+    /// `names`, read (decrypted) from SSM now, by name.
+    async fn read_named(&self, names: &[String]) -> Result<HashMap<String, Parameter>, String> {
+        let fetched = ssm::fetch(&self.ssm, names).await?;
         Ok(fetched
             .parameters
             .into_iter()
@@ -247,12 +246,7 @@ impl Rotator {
                 names.push(cred.client_id_parameter.clone());
             }
         }
-        let fetched = ssm::fetch(&self.ssm, &names).await?;
-        let values: HashMap<String, Parameter> = fetched
-            .parameters
-            .into_iter()
-            .map(|p| (p.name.clone(), p))
-            .collect();
+        let values = self.read_named(&names).await?;
         Ok(self.apps(&values).into_iter().find(|a| a.is(client_id)))
     }
 
