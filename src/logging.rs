@@ -2,43 +2,77 @@
 //! else text or JSON on stderr. Fields are structured (credential, parameter, status) so
 //! `journalctl -o json` can filter on them, under plain upper-case names (SPEC §7).
 
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::Layer;
 
 use crate::config::LogFormat;
 
+/// Whatever level is asked for, the HTTP and AWS crates stay at info: at debug and trace
+/// they print whole requests, and requests carry the secrets (the LWA form, PutParameter).
 const QUIET: [&str; 12] = [
-    "aws_sigv4=info",
-    "aws_smithy_runtime=info",
-    "aws_smithy_runtime_api=info",
-    "aws_smithy_http_client=info",
-    "aws_config=info",
-    "hyper=info",
-    "hyper_util=info",
-    "reqwest=info",
-    "h2=info",
-    "rustls=info",
-    "hickory_resolver=info",
-    "hickory_proto=info",
+    "aws_sigv4",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http_client",
+    "aws_config",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "h2",
+    "rustls",
+    "hickory_resolver",
+    "hickory_proto",
 ];
 
 /// Crates whose info lines mean nothing to a sysadmin ("Uninited", "Job creator
-/// created" from the cron scheduler at every start).
-const NOISY: [&str; 1] = ["tokio_cron_scheduler=warn"];
+/// created" from the cron scheduler at every start): warnings only.
+const NOISY: [&str; 1] = ["tokio_cron_scheduler"];
+
+/// The level filter: `RUST_LOG` (for debugging) or the config's `log.level`, in the
+/// `target=level,level` syntax, with QUIET and NOISY applied on top. `Targets`, not
+/// `EnvFilter`: the agent needs no span-field filters, and EnvFilter's regex engine was
+/// about 300 KiB of the static binary.
+pub fn filter(level: &str, rust_log: Option<&str>) -> Targets {
+    let mut filter = rust_log
+        .and_then(|v| v.parse::<Targets>().ok())
+        .or_else(|| level.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    for target in QUIET {
+        let asked = level_for(&filter, target);
+        filter = filter.with_target(target, asked.min(LevelFilter::INFO));
+    }
+    for target in NOISY {
+        let asked = level_for(&filter, target);
+        filter = filter.with_target(target, asked.min(LevelFilter::WARN));
+    }
+    filter
+}
+
+/// The most verbose level `filter` lets through for `target`.
+fn level_for(filter: &Targets, target: &str) -> LevelFilter {
+    use tracing::Level;
+    [
+        Level::TRACE,
+        Level::DEBUG,
+        Level::INFO,
+        Level::WARN,
+        Level::ERROR,
+    ]
+    .into_iter()
+    .find(|l| filter.would_enable(target, l))
+    .map_or(LevelFilter::OFF, LevelFilter::from_level)
+}
+
+/// Whether `level` is a level (or `target=level` list) the agent understands.
+pub fn valid_level(level: &str) -> bool {
+    level.parse::<Targets>().is_ok()
+}
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level` for debugging.
 pub fn init(level: &str, format: Option<LogFormat>) {
-    let mut filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    // Whatever level is asked for, the HTTP and AWS crates stay at info: at debug and trace
-    // they print whole requests, and requests carry the secrets (the LWA form, PutParameter).
-    for quiet in QUIET.iter().chain(&NOISY) {
-        if let Ok(directive) = quiet.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
+    let filter = filter(level, std::env::var("RUST_LOG").ok().as_deref());
     let format = format.unwrap_or(if std::env::var_os("JOURNAL_STREAM").is_some() {
         LogFormat::Journald
     } else {
@@ -68,4 +102,48 @@ pub fn init(level: &str, format: Option<LogFormat>) {
     let _ = tracing_subscriber::registry()
         .with(layer.with_filter(filter))
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn the_http_and_aws_crates_never_log_below_info() {
+        let f = filter("info", Some("trace"));
+        assert!(f.would_enable("lwa_agent::lwa", &Level::TRACE));
+        assert!(!f.would_enable("hyper::proto::h1", &Level::DEBUG));
+        assert!(!f.would_enable("aws_smithy_runtime::client", &Level::TRACE));
+        assert!(f.would_enable("reqwest::connect", &Level::INFO));
+        let f = filter("info", Some("hyper=trace,reqwest=debug"));
+        assert!(!f.would_enable("hyper", &Level::DEBUG));
+        assert!(!f.would_enable("reqwest", &Level::DEBUG));
+    }
+
+    #[test]
+    fn quiet_crates_are_not_louder_than_the_level_asked_for() {
+        let f = filter("warn", None);
+        assert!(!f.would_enable("hyper", &Level::INFO));
+        assert!(!f.would_enable("lwa_agent", &Level::INFO));
+        assert!(f.would_enable("lwa_agent", &Level::WARN));
+    }
+
+    #[test]
+    fn the_cron_scheduler_says_only_warnings() {
+        let f = filter("debug", None);
+        assert!(!f.would_enable("tokio_cron_scheduler::job", &Level::INFO));
+        assert!(f.would_enable("tokio_cron_scheduler::job", &Level::WARN));
+        assert!(f.would_enable("lwa_agent", &Level::DEBUG));
+    }
+
+    #[test]
+    fn rust_log_overrides_the_configured_level_and_bad_values_fall_back() {
+        assert!(filter("warn", Some("debug")).would_enable("lwa_agent", &Level::DEBUG));
+        assert!(filter("warn", Some("lwa_agent=loud")).would_enable("lwa_agent", &Level::WARN));
+        assert!(!filter("warn", Some("lwa_agent=loud")).would_enable("lwa_agent", &Level::INFO));
+        assert!(valid_level("debug"));
+        assert!(valid_level("lwa_agent=debug,info"));
+        assert!(!valid_level("lwa_agent=loud"));
+    }
 }

@@ -85,7 +85,12 @@ impl HickoryResolver {
                     ))
                 })?;
                 builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-                Ok(builder.build())
+                builder.build().map_err(|e| {
+                    ResolveDnsError::new(format!(
+                        "cannot start the DNS resolver from /etc/resolv.conf: {e}; check its \
+                         nameserver lines"
+                    ))
+                })
             })
             .await
     }

@@ -162,7 +162,7 @@ pub(super) fn validate(
     rotation.auto = raw_auto.map(|ra| auto_rotation(&mut c, ra, &rotation, &credentials));
 
     let level = raw.log.level.unwrap_or_else(|| "info".to_string());
-    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+    if !crate::logging::valid_level(&level) {
         c.problem(
             "log.level",
             format!("`{level}` is not a log level: use error, warn, info, debug or trace"),

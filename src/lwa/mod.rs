@@ -8,10 +8,12 @@
 
 pub mod app_management;
 pub mod exchange;
+pub mod served;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
@@ -19,6 +21,7 @@ use crate::config::CredentialConfig;
 use crate::metrics::Metrics;
 use crate::parameters::{ParameterStore, Snapshot};
 use exchange::{ExchangeError, LwaClient, Token};
+use served::Served;
 
 /// A token with less life than this is not handed out: the caller could not use it.
 pub const MIN_LIFETIME: Duration = Duration::from_secs(10);
@@ -55,6 +58,10 @@ pub struct Unavailable {
 pub struct CredentialSlot {
     pub config: CredentialConfig,
     state: watch::Sender<TokenState>,
+    /// The current token as the socket serves it. Invariant: stored before the same token
+    /// enters `state`, so whoever sees a usable token in `state` finds it here too. Read
+    /// without a lock or a shared reference count on every request.
+    served: ArcSwapOption<Served>,
 }
 
 impl CredentialSlot {
@@ -65,6 +72,7 @@ impl CredentialSlot {
                 fetching: true,
                 ..TokenState::default()
             }),
+            served: ArcSwapOption::empty(),
         })
     }
 
@@ -77,9 +85,16 @@ impl CredentialSlot {
         self.state.borrow().usable(now).cloned()
     }
 
+    /// The hot path: `f` on the served form of a usable token, if there is one.
+    pub fn with_served<R>(&self, now: Instant, f: impl FnOnce(&Served) -> R) -> Option<R> {
+        let served = self.served.load();
+        served.as_deref().filter(|s| s.usable(now)).map(f)
+    }
+
     /// A usable token, waiting up to `wait` for an exchange in flight.
-    pub async fn get(&self, wait: Duration) -> Result<Arc<Token>, Unavailable> {
-        if let Some(t) = self.cached(Instant::now()) {
+    pub async fn get(&self, wait: Duration) -> Result<Arc<Served>, Unavailable> {
+        let usable = |now| self.served.load_full().filter(|s| s.usable(now));
+        if let Some(t) = usable(Instant::now()) {
             return Ok(t);
         }
         let mut rx = self.state.subscribe();
@@ -89,10 +104,10 @@ impl CredentialSlot {
         )
         .await;
         let now = Instant::now();
-        let s = self.state.borrow();
-        if let Some(t) = s.usable(now) {
-            return Ok(t.clone());
+        if let Some(t) = usable(now) {
+            return Ok(t);
         }
+        let s = self.state.borrow();
         let retry_after = s
             .retry_at
             .map(|at| at.saturating_duration_since(now))
@@ -146,6 +161,9 @@ impl CredentialSlot {
                         expires_in = lifetime.as_secs(),
                         "access token refreshed"
                     );
+                    // Before `state`: see the invariant on `served`.
+                    self.served
+                        .store(Some(Arc::new(Served::new(&token, &self.config.name))));
                     self.state.send_modify(|s| {
                         s.token = Some(Arc::new(token));
                         s.fetching = false;

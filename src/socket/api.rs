@@ -9,22 +9,62 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper::{header, Method, Request, Response, StatusCode};
-use secrecy::ExposeSecret;
 
 use super::error::ApiError;
 use super::peer::Peer;
 use crate::agent::Agent;
+use crate::lwa::served::Served;
 use crate::lwa::CredentialSlot;
 
-type Answer = Response<Full<Bytes>>;
+pub type Answer = Response<Full<Bytes>>;
 
-pub async fn handle(agent: &Agent, peer: &Peer, req: Request<Incoming>) -> Answer {
-    route(agent, peer, &req)
-        .await
-        .unwrap_or_else(ApiError::into_response)
+/// What a request gets from the synchronous checks: its answer, or the part that has to
+/// wait (a token still being exchanged, a reload). A cached token is answered here, with
+/// no task, timer or allocation beyond the answer itself.
+pub enum Handled {
+    Now(Answer),
+    Later(Later),
 }
 
-async fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<Answer, ApiError> {
+pub enum Later {
+    Token {
+        slot: Arc<CredentialSlot>,
+        text: bool,
+    },
+    Reload,
+}
+
+pub fn handle(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Handled {
+    route(agent, peer, req).unwrap_or_else(|e| Handled::Now(e.into_response()))
+}
+
+/// The waiting part of a request that [`handle`] could not answer at once.
+pub async fn finish(agent: Arc<Agent>, later: Later) -> Answer {
+    match later {
+        Later::Token { slot, text } => {
+            let result = slot
+                .get(agent.request_wait)
+                .await
+                .map(|served| token_answer(&served, text, Instant::now()))
+                .map_err(|u| ApiError::Unavailable {
+                    message: format!(
+                        "no valid access token for credential `{}`: {}",
+                        slot.config.name, u.reason
+                    ),
+                    retry_after: u.retry_after,
+                });
+            let code = match &result {
+                Ok(_) => 200,
+                Err(e) => e.status().as_u16(),
+            };
+            agent.metrics.token_request(&slot.config.name, code);
+            result.unwrap_or_else(ApiError::into_response)
+        }
+        Later::Reload => reload(&agent).await.unwrap_or_else(ApiError::into_response),
+    }
+}
+
+fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<Handled, ApiError> {
     validate_head_size(req)?;
     validate_no_body(req)?;
     let path = req.uri().path();
@@ -32,7 +72,7 @@ async fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<An
         "/v1/token" => {
             validate_method(req, &Method::GET)?;
             let slot = agent.default_slot().map_err(ApiError::NotFound)?;
-            token(agent, peer, req, slot).await
+            token(agent, peer, req, slot)
         }
         _ if path.starts_with("/v1/token/") => {
             validate_method(req, &Method::GET)?;
@@ -51,28 +91,31 @@ async fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<An
                 };
                 ApiError::NotFound(format!("no credential named `{}`{known}", printable(name)))
             })?;
-            token(agent, peer, req, slot).await
+            token(agent, peer, req, slot)
         }
         "/v1/health" => {
             validate_method(req, &Method::GET)?;
-            Ok(health(agent))
+            Ok(Handled::Now(health(agent)))
         }
         "/v1/status" => {
             validate_method(req, &Method::GET)?;
-            Ok(json(StatusCode::OK, &crate::status::build(agent)))
+            Ok(Handled::Now(json(
+                StatusCode::OK,
+                &crate::status::build(agent),
+            )))
         }
         "/metrics" => {
             validate_method(req, &Method::GET)?;
-            Ok(text(
+            Ok(Handled::Now(text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
                 crate::status::metrics_text(agent),
-            ))
+            )))
         }
         "/v1/reload" => {
             validate_method(req, &Method::POST)?;
             validate_may_reload(peer)?;
-            reload(agent).await
+            Ok(Handled::Later(Later::Reload))
         }
         _ => Err(ApiError::NotFound(format!(
             "no such endpoint `{}`: use /v1/token, /v1/token/{{name}}, /v1/health, /v1/status, \
@@ -86,7 +129,12 @@ async fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<An
 /// twice that (`server::MAX_READ`), so this check answers in JSON; a longer head never
 /// parses and hyper closes with a bare 431.
 fn validate_head_size(req: &Request<Incoming>) -> Result<(), ApiError> {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let uri = req.uri();
+    // The request target as sent: origin form, or absolute form with scheme and host.
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
     let headers: usize = req
         .headers()
         .iter()
@@ -158,78 +206,36 @@ fn validate_may_reload(peer: &Peer) -> Result<(), ApiError> {
     )))
 }
 
-async fn token(
+fn token(
     agent: &Agent,
     peer: &Peer,
     req: &Request<Incoming>,
     slot: &Arc<CredentialSlot>,
-) -> Result<Answer, ApiError> {
+) -> Result<Handled, ApiError> {
     let name = slot.config.name.as_str();
-    let result = answer_token(agent, peer, req, slot).await;
-    let code = match &result {
-        Ok(_) => 200,
-        Err(e) => e.status().as_u16(),
-    };
-    agent.metrics.token_request(name, code);
-    result
-}
-
-async fn answer_token(
-    agent: &Agent,
-    peer: &Peer,
-    req: &Request<Incoming>,
-    slot: &Arc<CredentialSlot>,
-) -> Result<Answer, ApiError> {
-    validate_may_read(peer, slot)?;
-    let token = slot
-        .get(agent.request_wait)
-        .await
-        .map_err(|u| ApiError::Unavailable {
-            message: format!(
-                "no valid access token for credential `{}`: {}",
-                slot.config.name, u.reason
-            ),
-            retry_after: u.retry_after,
-        })?;
-    let now = Instant::now();
-    if wants_text(req) {
-        let mut body = String::with_capacity(token.access_token.expose_secret().len() + 1);
-        body.push_str(token.access_token.expose_secret());
-        body.push('\n');
-        return Ok(text(StatusCode::OK, "text/plain; charset=utf-8", body));
+    if let Err(e) = validate_may_read(peer, slot) {
+        agent.metrics.token_request(name, e.status().as_u16());
+        return Err(e);
     }
-    let body = TokenBody {
-        access_token: token.access_token.expose_secret(),
-        token_type: &token.token_type,
-        expires_in: token.seconds_left(now),
-        expires_at: humantime::format_rfc3339_seconds(token.expires_at_wall),
-        credential: &slot.config.name,
-    };
-    // A typed body on the hot path: no intermediate JSON map.
-    let mut bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Unavailable {
-        message: format!("cannot encode the token answer ({e}); this is a bug, please report it"),
-        retry_after: Duration::from_secs(1),
-    })?;
-    bytes.push(b'\n');
-    Ok(respond(
-        StatusCode::OK,
-        "application/json",
-        Bytes::from(bytes),
-    ))
+    let text = wants_text(req);
+    let now = Instant::now();
+    match slot.with_served(now, |served| token_answer(served, text, now)) {
+        Some(answer) => {
+            agent.metrics.token_request(name, 200);
+            Ok(Handled::Now(answer))
+        }
+        None => Ok(Handled::Later(Later::Token {
+            slot: slot.clone(),
+            text,
+        })),
+    }
 }
 
-#[derive(serde::Serialize)]
-struct TokenBody<'a> {
-    access_token: &'a str,
-    token_type: &'a str,
-    expires_in: u64,
-    #[serde(serialize_with = "rfc3339")]
-    expires_at: humantime::Rfc3339Timestamp,
-    credential: &'a str,
-}
-
-fn rfc3339<S: serde::Serializer>(t: &humantime::Rfc3339Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(t)
+fn token_answer(served: &Served, text: bool, now: Instant) -> Answer {
+    if text {
+        return respond(StatusCode::OK, "text/plain; charset=utf-8", served.text());
+    }
+    respond(StatusCode::OK, "application/json", served.json(now))
 }
 
 /// JSON unless the client asks for text/plain and not for JSON.
@@ -241,11 +247,15 @@ fn wants_text(req: &Request<Incoming>) -> bool {
     else {
         return false;
     };
-    let types: Vec<&str> = accept
+    let mut types = accept
         .split(',')
-        .map(|t| t.split(';').next().unwrap_or("").trim())
-        .collect();
-    types.contains(&"text/plain") && !types.contains(&"application/json")
+        .map(|t| t.split(';').next().unwrap_or("").trim());
+    let (mut plain, mut json) = (false, false);
+    for t in &mut types {
+        plain |= t == "text/plain";
+        json |= t == "application/json";
+    }
+    plain && !json
 }
 
 fn health(agent: &Agent) -> Answer {

@@ -6,12 +6,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
 use tokio::sync::{watch, Semaphore};
 
+use super::api::{self, Handled};
 use super::peer::Peer;
 use crate::agent::Agent;
 
@@ -94,15 +96,26 @@ async fn connection(
     // fail a client that connected a moment before SIGTERM.
     let first = Arc::new(FirstRequest::default());
     let seen = first.clone();
+    // A cached token is answered inside the call, as a ready future: no per-request
+    // task state, reference count or allocation beyond the answer. Only the waiting
+    // requests (a token being exchanged, a reload) get an async block.
     let service = service_fn(move |req| {
-        let agent = agent.clone();
         seen.mark();
-        async move { Ok::<_, Infallible>(super::api::handle(&agent, &peer, req).await) }
+        match api::handle(&agent, &peer, &req) {
+            Handled::Now(answer) => Either::Left(std::future::ready(Ok::<_, Infallible>(answer))),
+            Handled::Later(later) => {
+                let agent = agent.clone();
+                Either::Right(async move { Ok(api::finish(agent, later).await) })
+            }
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_READ)
+        // A head and a small body in one buffer, one write(2): cheaper than a writev(2)
+        // of two pieces for answers this size.
+        .writev(false)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {

@@ -124,6 +124,8 @@ impl World {
 
     pub async fn sdk(&self) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
+            // The SDK crates are built without a default HTTPS client: the agent's own.
+            .http_client(lwa_agent::net::aws_http_client())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(self.endpoint())
             .credentials_provider(aws_credential_types::Credentials::new(

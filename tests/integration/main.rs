@@ -8,6 +8,7 @@ mod aws_template;
 mod config_cli;
 mod examples;
 mod failures;
+mod footprint;
 mod lifecycle;
 mod packaging;
 mod peers;

@@ -61,6 +61,7 @@ async fn client(
         ))
     });
     let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(crate::net::aws_http_client())
         .region(Region::new("us-east-2"))
         .endpoint_url(endpoint)
         .credentials_provider(credentials)

@@ -535,8 +535,8 @@ fn verify_signature(
                 .map_err(|_| bad("ECDSA P-256 SHA-256 signature does not verify"))
         }
         ("AWS4-X509-ECDSA-SHA256", "1.2.840.10045.2.1", Some(OID_P384)) => {
-            ring::signature::UnparsedPublicKey::new(
-                &ring::signature::ECDSA_P384_SHA256_ASN1,
+            aws_lc_rs::signature::UnparsedPublicKey::new(
+                &aws_lc_rs::signature::ECDSA_P384_SHA256_ASN1,
                 key_bits,
             )
             .verify(message, signature)
