@@ -246,3 +246,4 @@ async fn report_status(agent: Arc<Agent>) {
         }
     }
 }
+

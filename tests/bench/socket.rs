@@ -223,15 +223,32 @@ impl std::fmt::Display for Memory {
 
 /// The static binary packaging/build makes (what the packages ship), if it exists.
 fn static_binary() -> Option<(PathBuf, u64)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/x86_64-unknown-linux-gnu/release/lwa-agent");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let path = target.join("x86_64-unknown-linux-gnu/release/lwa-agent");
     let size = std::fs::metadata(&path).ok()?.len();
     Some((path, size))
 }
 
+/// The agent under test: `LWA_BENCH_AGENT`, else the static binary when it is at least
+/// as new as this bench's own build of the agent (the packages' binary is what hosts run;
+/// it maps no shared libraries), else that build (glibc linked dynamically).
+fn agent_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("LWA_BENCH_AGENT") {
+        return PathBuf::from(path);
+    }
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_lwa-agent"));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match static_binary() {
+        Some((path, _)) if modified(&path) >= modified(&built) => path,
+        _ => built,
+    }
+}
+
 /// Starts the agent with a real `NOTIFY_SOCKET` and returns it with the time from spawn to
 /// READY=1.
-fn start_agent(config: &Path, notify: &Path) -> (Proc, Duration) {
+fn start_agent(binary: &Path, config: &Path, notify: &Path) -> (Proc, Duration) {
     let _ = std::fs::remove_file(notify);
     let listener = std::os::unix::net::UnixDatagram::bind(notify).expect("notify socket");
     listener
@@ -239,7 +256,7 @@ fn start_agent(config: &Path, notify: &Path) -> (Proc, Duration) {
         .expect("timeout");
     let started = Instant::now();
     let agent = Proc(
-        Command::new(env!("CARGO_BIN_EXE_lwa-agent"))
+        Command::new(binary)
             .arg("--config")
             .arg(config)
             .arg("run")
@@ -313,12 +330,14 @@ async fn bench() {
     .expect("config");
 
     // READY time: a few starts, each to READY=1 and stopped again; the last one stays.
+    let binary = agent_binary();
+    println!("agent under test: {}", binary.display());
     let notify = dir.path().join("notify.sock");
     let mut ready_times = Vec::new();
     let mut agent = None;
     for _ in 0..5 {
         drop(agent.take());
-        let (a, took) = start_agent(&config, &notify);
+        let (a, took) = start_agent(&binary, &config, &notify);
         ready_times.push(took);
         agent = Some(a);
     }
