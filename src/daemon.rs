@@ -246,4 +246,3 @@ async fn report_status(agent: Arc<Agent>) {
         }
     }
 }
-

@@ -31,23 +31,60 @@ const QUIET: [&str; 12] = [
 const NOISY: [&str; 1] = ["tokio_cron_scheduler"];
 
 /// The level filter: `RUST_LOG` (for debugging) or the config's `log.level`, in the
-/// `target=level,level` syntax, with QUIET and NOISY applied on top. `Targets`, not
-/// `EnvFilter`: the agent needs no span-field filters, and EnvFilter's regex engine was
-/// about 300 KiB of the static binary.
+/// `target=level,level` syntax, with QUIET and NOISY capped on top, for the crates and
+/// every module in them. `Targets`, not `EnvFilter`: the agent needs no span-field
+/// filters, and EnvFilter's regex engine was about 300 KiB of the static binary.
 pub fn filter(level: &str, rust_log: Option<&str>) -> Targets {
-    let mut filter = rust_log
-        .and_then(|v| v.parse::<Targets>().ok())
-        .or_else(|| level.parse::<Targets>().ok())
+    let asked = rust_log
+        .and_then(parse)
+        .or_else(|| parse(level))
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
-    for target in QUIET {
-        let asked = level_for(&filter, target);
-        filter = filter.with_target(target, asked.min(LevelFilter::INFO));
+    let mut filter = match asked.default_level() {
+        Some(default) => Targets::new().with_default(default),
+        None => Targets::new(),
+    };
+    for (target, level) in asked.iter() {
+        filter = filter.with_target(target, level.min(cap(target)));
     }
-    for target in NOISY {
-        let asked = level_for(&filter, target);
-        filter = filter.with_target(target, asked.min(LevelFilter::WARN));
+    for target in QUIET.iter().chain(&NOISY) {
+        filter = filter.with_target(*target, level_for(&asked, target).min(cap(target)));
     }
     filter
+}
+
+/// The most a target may log: QUIET crates info, NOISY ones warnings, anything else all.
+fn cap(target: &str) -> LevelFilter {
+    let within = |krate: &&str| {
+        target == *krate
+            || target
+                .strip_prefix(*krate)
+                .is_some_and(|rest| rest.starts_with("::"))
+    };
+    if QUIET.iter().any(within) {
+        LevelFilter::INFO
+    } else if NOISY.iter().any(within) {
+        LevelFilter::WARN
+    } else {
+        LevelFilter::TRACE
+    }
+}
+
+/// `target=level` pieces separated by commas, trimmed, empty ones skipped; a piece
+/// without `=` must be a level (`info`), not a bare word that would silence the rest.
+fn parse(spec: &str) -> Option<Targets> {
+    let pieces: Vec<&str> = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if pieces.is_empty()
+        || pieces
+            .iter()
+            .any(|p| !p.contains('=') && p.parse::<LevelFilter>().is_err())
+    {
+        return None;
+    }
+    pieces.join(",").parse().ok()
 }
 
 /// The most verbose level `filter` lets through for `target`.
@@ -67,7 +104,7 @@ fn level_for(filter: &Targets, target: &str) -> LevelFilter {
 
 /// Whether `level` is a level (or `target=level` list) the agent understands.
 pub fn valid_level(level: &str) -> bool {
-    level.parse::<Targets>().is_ok()
+    parse(level).is_some()
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level` for debugging.
@@ -135,6 +172,34 @@ mod tests {
         assert!(!f.would_enable("tokio_cron_scheduler::job", &Level::INFO));
         assert!(f.would_enable("tokio_cron_scheduler::job", &Level::WARN));
         assert!(f.would_enable("lwa_agent", &Level::DEBUG));
+    }
+
+    #[test]
+    fn modules_of_quiet_crates_are_capped_too() {
+        let f = filter(
+            "info",
+            Some("hyper::proto=trace,aws_smithy_runtime::client=trace"),
+        );
+        assert!(!f.would_enable("hyper::proto::h1::io", &Level::DEBUG));
+        assert!(!f.would_enable("aws_smithy_runtime::client::orchestrator", &Level::TRACE));
+        // A crate that only shares a prefix with a quiet one is not capped.
+        let f = filter("info", Some("hyperactive=trace"));
+        assert!(f.would_enable("hyperactive", &Level::TRACE));
+    }
+
+    #[test]
+    fn spaces_and_empty_pieces_are_forgiven_and_bare_words_refused() {
+        let f = filter("info, lwa_agent=debug", None);
+        assert!(f.would_enable("lwa_agent::lwa", &Level::DEBUG));
+        let f = filter("debug,", None);
+        assert!(f.would_enable("lwa_agent", &Level::DEBUG));
+        let f = filter("info ", None);
+        assert!(f.would_enable("lwa_agent", &Level::INFO));
+        assert!(!valid_level("verbose"));
+        assert!(!valid_level(""));
+        for level in ["error", "warn", "info", "debug", "trace", "INFO"] {
+            assert!(valid_level(level), "{level}");
+        }
     }
 
     #[test]

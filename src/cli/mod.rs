@@ -237,8 +237,9 @@ where
 /// The daemon runs on one thread. Its work is a few hundred microseconds per token
 /// refresh and a memcpy per request; a second worker only adds wake-ups between threads
 /// (futex calls were the largest user-space cost in the benchmark's profile) and its own
-/// malloc arena, and on a busy ERP host it competes with the ERP for cores. Blocking file
-/// work (the rotation state) goes to tokio's blocking pool, as before.
+/// malloc arena, and on a busy ERP host it competes with the ERP for cores. File work that
+/// may wait (the rotation state's flock and fsync) goes to tokio's blocking pool
+/// (`rotation::state::update_off_runtime`).
 fn daemon_runtime<F, Fut>(f: F) -> Outcome
 where
     F: FnOnce() -> Fut,

@@ -27,7 +27,11 @@ pub struct Served {
 impl Served {
     pub fn new(token: &Token, credential: &str) -> Served {
         let access_token = token.access_token.expose_secret();
-        let mut json_head = Zeroizing::new(Vec::with_capacity(access_token.len() + 80));
+        // Room for the worst-case escaping (`\u00XX`, six bytes per byte): a Vec that grew
+        // would free a copy of the token without wiping it.
+        let mut json_head = Zeroizing::new(Vec::with_capacity(
+            6 * (access_token.len() + token.token_type.len()) + 64,
+        ));
         json_head.extend_from_slice(b"{\"access_token\":");
         push_json_string(&mut json_head, access_token);
         json_head.extend_from_slice(b",\"token_type\":");

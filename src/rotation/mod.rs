@@ -270,9 +270,11 @@ impl Checker {
                             state.record(name, meta.version, &period, elsewhere);
                             // Merged into the file under its lock: the automatic rotation
                             // writes to the same file meanwhile.
-                            let saved = state::update(&self.state_dir, |s| {
-                                s.record(name, meta.version, &period, elsewhere)
-                            });
+                            let (key, version, at) = (name.clone(), meta.version, period.clone());
+                            let saved = state::update_off_runtime(&self.state_dir, move |s| {
+                                s.record(&key, version, &at, elsewhere)
+                            })
+                            .await;
                             if elsewhere {
                                 entry.action = "sent_by_other_host".into();
                             } else {
@@ -395,7 +397,11 @@ impl Checker {
             Outcome::Logged => "logged".into(),
             Outcome::Sent | Outcome::SentElsewhere => {
                 state.record(key, version, &period, false);
-                state::update(&self.state_dir, |s| s.record(key, version, &period, false))?;
+                let (key, at) = (key.to_string(), period.clone());
+                state::update_off_runtime(&self.state_dir, move |s| {
+                    s.record(&key, version, &at, false)
+                })
+                .await?;
                 "sent".into()
             }
             Outcome::Failed(e) => {

@@ -245,6 +245,18 @@ pub fn update<T>(dir: &Path, change: impl FnOnce(&mut State) -> T) -> Result<T, 
     Ok(out)
 }
 
+/// [`update`] on tokio's blocking pool. The daemon runs on one thread, and the flock may
+/// wait for another process's write and its fsync: no socket answer may wait behind it.
+pub async fn update_off_runtime<T: Send + 'static>(
+    dir: &Path,
+    change: impl FnOnce(&mut State) -> T + Send + 'static,
+) -> Result<T, String> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || update(&dir, change))
+        .await
+        .unwrap_or_else(|e| Err(format!("the state file update did not finish: {e}")))
+}
+
 /// Loads the state for a dry run: never moves or writes anything.
 pub fn load_readonly(dir: &Path) -> State {
     std::fs::read(dir.join(FILE))

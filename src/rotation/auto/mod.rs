@@ -277,18 +277,15 @@ impl Rotator {
             self.host.clone(),
             credentials.to_vec(),
         );
-        let result = tokio::task::spawn_blocking(move || {
-            state::update(&dir, |s| {
-                for c in &credentials {
-                    let r = s.auto_rotations.entry(c.clone()).or_default();
-                    change(r);
-                    r.host = host.clone();
-                    r.at = now.clone();
-                }
-            })
+        let result = state::update_off_runtime(&dir, move |s| {
+            for c in &credentials {
+                let r = s.auto_rotations.entry(c.clone()).or_default();
+                change(r);
+                r.host = host.clone();
+                r.at = now.clone();
+            }
         })
-        .await
-        .unwrap_or_else(|e| Err(format!("the state file update did not finish: {e}")));
+        .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot record the automatic rotation in the state file");
         }

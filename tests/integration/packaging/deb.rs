@@ -91,6 +91,13 @@ fn deb_installs_upgrades_keeping_the_edited_config_and_purges_without_a_trace() 
         conffiles.contains("/etc/lwa-agent/lwa-agent.toml"),
         "not a conffile: {conffiles:?}"
     );
+    // TLS trusts the system's CA store: the package must pull it in.
+    let depends = run(Command::new(tool("dpkg-query")).args([
+        "--showformat=${Depends}",
+        "--show",
+        "lwa-agent",
+    ]));
+    assert!(depends.contains("ca-certificates"), "{depends}");
 
     // The binary on the PATH is the static one and knows its version.
     let version = run(Command::new("/usr/bin/lwa-agent").arg("--version"));

@@ -113,11 +113,13 @@ fn rpm_lists_the_expected_files_modes_and_scriptlets() {
         !requires.contains(".so"),
         "the static binary needs a library: {requires}"
     );
-    // ExecReload= runs kill.
-    assert!(
-        requires.lines().any(|l| l.trim() == "/usr/bin/kill"),
-        "{requires}"
-    );
+    // ExecReload= runs kill; TLS trusts the system's CA store.
+    for needed in ["/usr/bin/kill", "ca-certificates"] {
+        assert!(
+            requires.lines().any(|l| l.trim() == needed),
+            "{needed} missing from {requires}"
+        );
+    }
     let scripts = q(&["-qp", "--scripts"]);
     for (scriptlet, needle) in [
         ("preinstall", "systemd-sysusers"),
