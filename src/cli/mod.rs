@@ -245,13 +245,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Outcome>,
 {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(f()),
-        Err(e) => Outcome::Failed(format!("cannot start the async runtime: {e}")),
-    }
+    block_on(tokio::runtime::Builder::new_current_thread(), f)
 }
 
 fn runtime<F, Fut>(f: F) -> Outcome
@@ -259,10 +253,15 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Outcome>,
 {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    block_on(tokio::runtime::Builder::new_multi_thread(), f)
+}
+
+fn block_on<F, Fut>(mut builder: tokio::runtime::Builder, f: F) -> Outcome
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    match builder.enable_all().build() {
         Ok(rt) => rt.block_on(f()),
         Err(e) => Outcome::Failed(format!("cannot start the async runtime: {e}")),
     }
