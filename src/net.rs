@@ -22,6 +22,51 @@ pub fn client_builder() -> reqwest::ClientBuilder {
         .pool_idle_timeout(std::time::Duration::from_secs(60))
 }
 
+/// Every TLS client of the agent (AWS, LWA, Roles Anywhere, SP-API) trusts the system's CA
+/// certificates. Without any, none can check a certificate, and the AWS SDK's client
+/// panics when it is built; so every command that reaches AWS checks this first and says
+/// what to install.
+pub fn require_ca_store() -> Result<(), String> {
+    let found = rustls_native_certs::load_native_certs();
+    if !found.certs.is_empty() {
+        return Ok(());
+    }
+    let why: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+    Err(format!(
+        "no CA certificates found in the system store{}: TLS to AWS, LWA and Roles Anywhere \
+         trusts them; install the ca-certificates package, or point SSL_CERT_FILE at a PEM \
+         bundle",
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", why.join("; "))
+        }
+    ))
+}
+
+/// Builds a client from [`client_builder`]. The usual failure is a missing CA store:
+/// rustls checks certificates against the system's (as the AWS SDK's client does), so the
+/// message names the cause and the fix, not only reqwest's "builder error".
+pub fn build_client(
+    builder: reqwest::ClientBuilder,
+    what: &str,
+) -> Result<reqwest::Client, String> {
+    builder.build().map_err(|e| {
+        let mut cause = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            cause.push_str(": ");
+            cause.push_str(&s.to_string());
+            source = s.source();
+        }
+        format!(
+            "cannot set up the HTTPS client for {what} ({cause}); TLS trusts the system's CA \
+             certificates: install the ca-certificates package, or point SSL_CERT_FILE at a \
+             PEM bundle"
+        )
+    })
+}
+
 /// The `Retry-After` header in seconds (the form AWS and LWA send), if any.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
     headers

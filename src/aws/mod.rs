@@ -61,6 +61,7 @@ impl CredentialSource {
 /// With Roles Anywhere this starts the background session refresher, so it must run inside
 /// the tokio runtime that serves the clients.
 pub async fn connect(cfg: &AwsConfig) -> Result<(SdkConfig, CredentialSource), String> {
+    crate::net::require_ca_store()?;
     match &cfg.roles_anywhere {
         None => Ok((sdk_config(cfg, None).await, CredentialSource::DefaultChain)),
         Some(ra) => {

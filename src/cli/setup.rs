@@ -293,6 +293,7 @@ async fn store(plan: &Plan, v: &Values) -> Result<usize, String> {
         endpoint_url: plan.endpoint_url.clone(),
         roles_anywhere: None,
     };
+    crate::net::require_ca_store()?;
     let sdk = crate::aws::sdk_config(&aws, None).await;
     // Credentials first: without any, the SDK's error would point at the agent's own
     // credential sources, which are not the ones setup needs.

@@ -63,11 +63,12 @@ pub struct AppManagementClient {
 impl AppManagementClient {
     /// `endpoint` is `rotation.auto.sp_api_endpoint`, without a trailing slash.
     pub fn new(endpoint: &str, timeout: Duration) -> Result<Self, String> {
-        let http = crate::net::client_builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| format!("cannot build the HTTPS client for SP-API: {e}"))?;
+        let http = crate::net::build_client(
+            crate::net::client_builder()
+                .timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(5))),
+            "SP-API",
+        )?;
         Ok(AppManagementClient {
             http,
             url: format!("{endpoint}{ROTATE_PATH}"),

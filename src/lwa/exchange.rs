@@ -117,11 +117,12 @@ struct ErrorBody {
 
 impl LwaClient {
     pub fn new(cfg: &LwaConfig) -> Result<Self, String> {
-        let http = crate::net::client_builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| format!("cannot build the HTTPS client for LWA: {e}"))?;
+        let http = crate::net::build_client(
+            crate::net::client_builder()
+                .timeout(cfg.timeout)
+                .connect_timeout(cfg.timeout.min(Duration::from_secs(5))),
+            "LWA",
+        )?;
         Ok(LwaClient {
             http,
             url: cfg.token_url.clone(),

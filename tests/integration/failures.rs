@@ -132,3 +132,27 @@ async fn aws_errors_are_one_line_with_the_cause_and_fitting_advice() {
     assert!(said.to_lowercase().contains("refused"), "{said}");
     assert!(!said.contains("allow ssm:"), "{said}");
 }
+
+/// TLS trusts the system's CA store. Without one (here: the environment points rustls at
+/// files that do not exist) the agent cannot check any certificate, so it stops at once
+/// and says what to install; the AWS SDK's client would panic, reqwest would say only
+/// "builder error".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_ca_store_the_agent_stops_and_names_the_package() {
+    let w = World::new().await;
+    let missing = w.dir.path().join("no-such-ca.pem");
+    let missing = missing.to_str().expect("utf8");
+    let mut agent = w.spawn_agent(
+        &w.config("", ""),
+        &[("SSL_CERT_FILE", missing), ("SSL_CERT_DIR", missing)],
+    );
+    let status = agent.wait_exit(20);
+    assert_eq!(status.code(), Some(1), "{}", agent.logs());
+    let logs = agent.logs();
+    assert!(
+        logs.contains("no CA certificates found")
+            && logs.contains("install the ca-certificates package"),
+        "{logs}"
+    );
+    assert!(!logs.contains("panicked"), "{logs}");
+}

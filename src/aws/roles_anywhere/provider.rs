@@ -122,11 +122,12 @@ impl RolesAnywhereProvider {
     ) -> Result<Self, String> {
         let region = region_of(cfg, aws_region);
         let url = sessions_url(cfg, &region)?;
-        let http = crate::net::client_builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| format!("cannot set up the HTTPS client for Roles Anywhere: {e}"))?;
+        let http = crate::net::build_client(
+            crate::net::client_builder()
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(10)),
+            "Roles Anywhere",
+        )?;
         Ok(RolesAnywhereProvider {
             inner: Arc::new(Inner {
                 config: cfg.clone(),

@@ -7,7 +7,7 @@ use super::*;
 // ---------------------------------------------------------------------------------------
 
 /// The packaged binary in an otherwise empty chroot: only /etc/hosts, /etc/resolv.conf,
-/// /etc/group, an /etc/nsswitch.conf that names sss and resolve, /dev/null, /dev/random,
+/// /etc/group, the CA bundle, an /etc/nsswitch.conf that names sss and resolve, /dev/null, /dev/random,
 /// /dev/urandom, the config and the Roles Anywhere credentials. No HOME, no libc, no NSS
 /// modules. It reaches Roles Anywhere (reqwest), moto (the AWS SDK) and the LWA endpoint
 /// by the name `localhost`, serves a token, reloads and stops; strace shows it never opens nsswitch.conf, a libnss_* module or /etc/passwd,
@@ -47,6 +47,14 @@ async fn the_packaged_binary_runs_alone_in_a_chroot_without_nss() {
     // Queries would go to loopback, where nothing answers: the names must come from hosts.
     std::fs::write(root.join("etc/resolv.conf"), "nameserver 127.0.0.1\n").expect("resolv");
     std::fs::write(root.join("etc/group"), "root:x:0:\nlwa-agent:x:990:\n").expect("group");
+    // TLS trusts the system's CA store, which the package depends on (ca-certificates);
+    // without one the agent refuses to start and says so.
+    std::fs::create_dir_all(root.join("etc/ssl/certs")).expect("mkdir");
+    std::fs::copy(
+        "/etc/ssl/certs/ca-certificates.crt",
+        root.join("etc/ssl/certs/ca-certificates.crt"),
+    )
+    .expect("copy the CA bundle (apt-get install ca-certificates)");
     // What an SSSD / systemd-resolved host has: a static binary that used NSS would load
     // these modules (built for another glibc) and break.
     std::fs::write(

@@ -235,18 +235,24 @@ struct Installed {
 
 impl Installed {
     fn new(deb: &Path) -> Installed {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open("/tmp/lwa-agent-package-tests.lock")
-            .expect("open the package test lock");
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .unwrap_or_else(|(_, e)| panic!("lock /tmp/lwa-agent-package-tests.lock: {e}"));
+        let lock = host_lock();
         purge();
         install(deb);
         Installed { _lock: lock }
     }
+}
+
+/// The lock of every test that installs on this machine, or that sees its `/usr` (the rpm
+/// scratch root lays an overlay over it: a .deb installed meanwhile would show through).
+fn host_lock() -> Flock<File> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/lwa-agent-package-tests.lock")
+        .expect("open the package test lock");
+    Flock::lock(file, FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("lock /tmp/lwa-agent-package-tests.lock: {e}"))
 }
 
 impl Drop for Installed {

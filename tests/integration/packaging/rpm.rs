@@ -220,6 +220,9 @@ fn mknod_null(path: &Path) {
 fn rpm_installs_upgrades_and_erases_in_a_scratch_root() {
     let p = packages();
     let up = upgrade_packages();
+    // The scratch root's /usr is an overlay over this machine's: no .deb test may install
+    // meanwhile, or its files would show through (and "erase removed it" would fail).
+    let _host = super::host_lock();
     let r = ScratchRoot::new();
     r.rpm(&["--initdb"]);
     r.rpm(&["--nodeps", "-i", p.rpm.to_str().expect("utf8")]);
