@@ -16,6 +16,7 @@ pub mod lwa;
 pub mod metrics;
 pub mod net;
 pub mod parameters;
+pub mod process;
 pub mod rotation;
 pub mod socket;
 pub mod status;

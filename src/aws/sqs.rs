@@ -214,6 +214,8 @@ pub struct QueueInfo {
     pub encryption: Option<String>,
     /// The queue policy mentions Amazon's SP-API notification account.
     pub policy_allows_sp_api: bool,
+    /// The queue's redrive policy (its dead-letter queue), if it has one.
+    pub redrive_policy: Option<String>,
 }
 
 /// AWS account that SP-API sends notifications from (Amazon's "Set up credential rotation
@@ -241,6 +243,7 @@ pub async fn attributes(client: &aws_sdk_sqs::Client, queue: &str) -> Result<Que
         encryption,
         policy_allows_sp_api: get(QueueAttributeName::Policy)
             .is_some_and(|p| p.contains(SP_API_ACCOUNT)),
+        redrive_policy: get(QueueAttributeName::RedrivePolicy).filter(|p| !p.trim().is_empty()),
     })
 }
 

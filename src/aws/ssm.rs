@@ -5,6 +5,9 @@ use std::time::SystemTime;
 use aws_sdk_ssm::error::ProvideErrorMetadata;
 use secrecy::{ExposeSecret, SecretString};
 
+/// How a problem of [`fetch`] begins when SSM has no parameter of that name.
+pub const NOT_FOUND: &str = "not found in SSM Parameter Store";
+
 /// GetParameters takes at most 10 names per call.
 pub const MAX_NAMES_PER_CALL: usize = 10;
 
@@ -49,9 +52,10 @@ pub async fn fetch(client: &aws_sdk_ssm::Client, names: &[String]) -> Result<Fet
                 out.problems.extend(invalid.into_iter().map(|n| {
                     (
                         n,
-                        "not found in SSM Parameter Store: create it (aws ssm put-parameter \
-                         --type SecureString) or fix the name in the config"
-                            .to_string(),
+                        format!(
+                            "{NOT_FOUND}: create it (aws ssm put-parameter --type \
+                             SecureString) or fix the name in the config"
+                        ),
                     )
                 }));
             }
@@ -62,10 +66,7 @@ pub async fn fetch(client: &aws_sdk_ssm::Client, names: &[String]) -> Result<Fet
                         Ok((params, invalid)) => {
                             out.parameters.extend(params);
                             if !invalid.is_empty() {
-                                out.problems.push((
-                                    name.clone(),
-                                    "not found in SSM Parameter Store".to_string(),
-                                ));
+                                out.problems.push((name.clone(), NOT_FOUND.to_string()));
                             }
                         }
                         Err(e) if e.reachable => out.problems.push((name.clone(), e.message)),
@@ -472,6 +473,44 @@ pub async fn marker(client: &aws_sdk_ssm::Client, name: &str) -> Result<Option<S
             },
         )
         .line),
+    }
+}
+
+/// Every String parameter directly under `path`, as (name, value): the fleet's
+/// registrations. Paged, so any number of hosts fits.
+pub async fn markers_under(
+    client: &aws_sdk_ssm::Client,
+    path: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .get_parameters_by_path()
+            .path(path)
+            .recursive(false)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| {
+                super::error::describe(
+                    &e,
+                    &super::error::Call {
+                        what: &format!("SSM GetParametersByPath under {path}"),
+                        permission: "ssm:GetParametersByPath on rotation.fleet_lock_prefix",
+                    },
+                )
+                .line
+            })?;
+        for p in page.parameters.unwrap_or_default() {
+            if let (Some(name), Some(value)) = (p.name, p.value) {
+                out.push((name, value));
+            }
+        }
+        match page.next_token {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(out),
+        }
     }
 }
 

@@ -150,7 +150,8 @@ pub async fn run(cfg: Config) -> Outcome {
     if let Some(auto) = cfg.rotation.auto_enabled() {
         let sqs = aws::sqs::client(&sdk);
         for queue in auto.queues() {
-            queue_check(&mut r, &sqs, queue).await;
+            let new_secrets = queue == auto.new_secret_queue_url;
+            queue_check(&mut r, &sqs, queue, new_secrets).await;
         }
     }
 
@@ -204,9 +205,9 @@ async fn rotation_scope(r: &mut Report, cfg: &Config, store: &ParameterStore, lw
     }
 }
 
-/// A rotation queue: reachable with this role (sqs:GetQueueAttributes), encrypted, and
-/// open to SP-API's sender.
-async fn queue_check(r: &mut Report, sqs: &aws_sdk_sqs::Client, queue: &str) {
+/// A rotation queue: reachable with this role (sqs:GetQueueAttributes), encrypted, open to
+/// SP-API's sender, and, when it carries new secrets, without a dead-letter queue.
+async fn queue_check(r: &mut Report, sqs: &aws_sdk_sqs::Client, queue: &str, new_secrets: bool) {
     let what = format!("SQS queue {queue}");
     match aws::sqs::attributes(sqs, queue).await {
         Err(e) => r.fail(&what, &e.message),
@@ -223,6 +224,16 @@ async fn queue_check(r: &mut Report, sqs: &aws_sdk_sqs::Client, queue: &str) {
                     &format!(
                         "{detail}: the new client secret travels through this queue; turn on \
                          SSE-KMS (or SSE-SQS)"
+                    ),
+                );
+            } else if let Some(redrive) = info.redrive_policy.as_deref().filter(|_| new_secrets) {
+                r.warn(
+                    &what,
+                    &format!(
+                        "{detail}: it has a redrive policy ({redrive}); a new-secret message \
+                         is the only copy of a new client secret, and one moved to a \
+                         dead-letter queue is lost to the agents: remove it (aws sqs \
+                         set-queue-attributes --queue-url {queue} --attributes RedrivePolicy=)"
                     ),
                 );
             } else if !info.policy_allows_sp_api {

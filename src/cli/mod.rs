@@ -124,8 +124,14 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         credential: String,
         /// Say what would be done; ask nothing of Amazon, write nothing
-        #[arg(long)]
+        #[arg(long, conflicts_with = "settle")]
         dry_run: bool,
+        /// Settle a conflict the alert named (a new secret from Amazon waits in the queue,
+        /// but SSM holds a secret stored after it): `ssm` keeps what SSM holds and deletes
+        /// the message; `message` proves the message's secret and writes it. Asks nothing
+        /// of Amazon
+        #[arg(long, value_name = "WHICH")]
+        settle: Option<crate::rotation::auto::settle::Settle>,
         /// The running agent's socket, reloaded afterwards [default: socket.path]
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
@@ -148,6 +154,8 @@ pub enum Outcome {
 }
 
 pub fn main() -> ExitCode {
+    // Before anything reads a config, a key or a secret: every command may hold one.
+    crate::process::keep_memory_private();
     let cli = Cli::parse();
     let outcome = dispatch(cli);
     match outcome {
@@ -212,9 +220,10 @@ fn dispatch(cli: Cli) -> Outcome {
         Command::Rotate {
             credential,
             dry_run,
+            settle,
             socket,
         } => with_config(&config_path, move |cfg| {
-            rotate::run(cfg, credential, dry_run, socket)
+            rotate::run(cfg, credential, dry_run, settle, socket)
         }),
     }
 }

@@ -1,7 +1,9 @@
-//! `lwa-agent rotate --credential NAME [--dry-run]`: one automatic rotation now (SPEC §6,
-//! §9), whatever the secret's age: ask Amazon for a new client secret, receive it from the
-//! new-secret queue, prove it at LWA, write it to SSM, reload the running agent. A dry run
-//! asks nothing and writes nothing; it says what would be done.
+//! `lwa-agent rotate --credential NAME [--dry-run | --settle ssm|message]`: one automatic
+//! rotation now (docs/automatic-rotation.md), whatever the secret's age: ask Amazon for a
+//! new client secret, receive it from the new-secret queue, prove it at LWA, write it to
+//! SSM, reload the running agent. A dry run asks nothing and writes nothing; it says what
+//! would be done. `--settle` asks nothing of Amazon either: it records a person's decision
+//! about a conflict and completes the waiting message accordingly.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,8 +15,10 @@ use super::client::{error_message, request};
 use super::Outcome;
 use crate::config::Config;
 use crate::lwa::exchange::LwaClient;
+use crate::rotation::auto::listener::{Awaited, Waited};
 use crate::rotation::auto::machine::Trigger;
 use crate::rotation::auto::request::{Requested, Target};
+use crate::rotation::auto::settle::Settle;
 use crate::rotation::auto::{Parts, Rotator};
 use crate::rotation::{notify::Notifier, state};
 
@@ -22,6 +26,7 @@ pub async fn run(
     cfg: Config,
     credential: String,
     dry_run: bool,
+    settle: Option<Settle>,
     socket: Option<PathBuf>,
 ) -> Outcome {
     if cfg.credential(&credential).is_none() {
@@ -70,6 +75,15 @@ pub async fn run(
         Ok(None) => return Outcome::Usage("automatic rotation is not configured".into()),
         Err(e) => return Outcome::Failed(e),
     };
+    let started = SystemTime::now();
+    // Other hosts that complete a rotation write this host's parameters too (a dry run
+    // writes nothing, this included).
+    if !dry_run {
+        rotator.register().await;
+    }
+    if let Some(how) = settle {
+        return settle_conflict(&rotator, &credential, how, started, socket, &cfg).await;
+    }
     let result = match rotator
         .trigger(Target::Credential(&credential), Trigger::Command, dry_run)
         .await
@@ -117,9 +131,14 @@ pub async fn run(
             SystemTime::now() + wait
         }
     };
-    let record = match rotator.receive_until(&credential, until).await {
-        Ok(r) => r,
-        Err(e) => return Outcome::Failed(format!("the rotation did not complete: {e}")),
+    let record = match rotator
+        .receive_until(&credential, Awaited::Rotation, started, until)
+        .await
+    {
+        Waited::Done(r) => r,
+        Waited::TimedOut(e) | Waited::Failed(e) => {
+            return Outcome::Failed(format!("the rotation did not complete: {e}"))
+        }
     };
     println!(
         "Rotated: the new client secret is in SSM (version {}); the old one keeps working until {}.",
@@ -131,6 +150,69 @@ pub async fn run(
     );
     reload(socket.unwrap_or_else(|| cfg.socket.path.clone())).await;
     Outcome::Ok
+}
+
+/// `--settle`: records the decision, then completes the waiting message itself if it
+/// comes within `wait_for_secret` (a running agent may hold it for a few minutes; then
+/// that agent applies the decision).
+async fn settle_conflict(
+    rotator: &Arc<Rotator>,
+    credential: &str,
+    how: Settle,
+    started: SystemTime,
+    socket: Option<PathBuf>,
+    cfg: &Config,
+) -> Outcome {
+    let (parameter, version) = match rotator.settle(credential, how).await {
+        Ok(p) => p,
+        Err(e) => return Outcome::Failed(format!("the decision could not be recorded: {e}")),
+    };
+    let wait = rotator.auto().wait_for_secret;
+    let (awaited, decided) = match how {
+        Settle::Ssm => (
+            Awaited::KeptSsm,
+            format!("{parameter} version {version} is the current secret; the waiting message is deleted"),
+        ),
+        Settle::Message => (
+            Awaited::TookMessage,
+            format!("the waiting message's secret replaces {parameter} version {version} once LWA accepts it"),
+        ),
+    };
+    println!("Recorded for the fleet: {decided}.");
+    println!(
+        "Waiting up to {} for the message on {}.",
+        humantime::format_duration(wait),
+        rotator.auto().new_secret_queue_url
+    );
+    match rotator
+        .receive_until(credential, awaited, started, started + wait)
+        .await
+    {
+        Waited::Done(r) => {
+            match how {
+                Settle::Ssm => {
+                    println!("Settled: the message is deleted; SSM keeps version {version}.")
+                }
+                Settle::Message => {
+                    println!(
+                        "Settled: the message's secret is in SSM (version {}).",
+                        r.parameter_version
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "?".into())
+                    );
+                    reload(socket.unwrap_or_else(|| cfg.socket.path.clone())).await;
+                }
+            }
+            Outcome::Ok
+        }
+        Waited::TimedOut(_) => {
+            println!(
+                "The message did not reach this command in time (a running agent may hold it).                  The decision stands: whichever agent looks at the message next applies it,                  within a few minutes. `lwa-agent status` shows when it is done."
+            );
+            Outcome::Ok
+        }
+        Waited::Failed(e) => Outcome::Failed(format!("the conflict was not settled: {e}")),
+    }
 }
 
 /// A marker value is "<host> <RFC 3339 time> <trigger>"; older than the wait means that

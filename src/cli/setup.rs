@@ -9,7 +9,11 @@
 //!   decrypted value is compared first, and only a different value is written, through
 //!   the same rewrite as `put-secret` (keeps key, tier and policies);
 //! - the config text is deterministic; an existing file is kept unless `--force-config`,
-//!   and a file equal to the new text is not touched at all.
+//!   and a file equal to the new text is not touched at all;
+//! - setup never puts back an older client secret: when the stored one differs from the
+//!   one typed and still proves at LWA, it may be the newer (an automatic rotation or
+//!   `put-secret` wrote it, and an old secret from someone's notes also proves during its
+//!   7-day overlap), so setup refuses unless `--replace-secret`.
 //!
 //! Order matters for safety: everything that can be checked offline (the outputs, the
 //! flags, the config that would be written) is checked before the secrets are read, and
@@ -100,6 +104,11 @@ pub struct SetupArgs {
     /// kept as <config>.bak. Without it an existing config is kept
     #[arg(long)]
     pub force_config: bool,
+    /// Store the typed client secret even when SSM holds a different one that LWA still
+    /// accepts (it may be newer: an automatic rotation or put-secret wrote it). Without
+    /// it, setup refuses and writes nothing
+    #[arg(long)]
+    pub replace_secret: bool,
 }
 
 pub fn run(args: SetupArgs, config_path: &Path) -> Outcome {
@@ -208,7 +217,7 @@ async fn steps(
     println!("LWA accepted the client id, client secret and refresh token.");
 
     // 4. Store them.
-    let changed = match store(&plan, &values).await {
+    let changed = match store(&plan, &values, &cfg, args.replace_secret).await {
         Ok(changed) => changed,
         Err(e) => return Outcome::Failed(e),
     };
@@ -287,7 +296,12 @@ enum Action {
 }
 
 /// Creates or updates the three SecureStrings; returns how many changed.
-async fn store(plan: &Plan, v: &Values) -> Result<usize, String> {
+async fn store(
+    plan: &Plan,
+    v: &Values,
+    cfg: &Config,
+    replace_secret: bool,
+) -> Result<usize, String> {
     let aws = AwsConfig {
         region: plan.region.clone(),
         endpoint_url: plan.endpoint_url.clone(),
@@ -348,6 +362,15 @@ async fn store(plan: &Plan, v: &Values) -> Result<usize, String> {
         };
         actions.push(action);
     }
+    if let (Some(Action::Update(version)), false) = (actions.get(1), replace_secret) {
+        let stored = current
+            .iter()
+            .find(|p| p.name == plan.client_secret_parameter)
+            .map(|p| &p.value);
+        if let Some(stored) = stored {
+            refuse_older_secret(cfg, v, stored, &plan.client_secret_parameter, *version).await?;
+        }
+    }
 
     let mut changed = 0;
     for ((name, value, description), action) in wanted.iter().zip(actions) {
@@ -384,6 +407,40 @@ async fn store(plan: &Plan, v: &Values) -> Result<usize, String> {
         }
     }
     Ok(changed)
+}
+
+/// The stored client secret differs from the typed one: refused when LWA still accepts
+/// the stored one (it may be the newer), allowed when LWA rejects it (it is dead anyway).
+async fn refuse_older_secret(
+    cfg: &Config,
+    v: &Values,
+    stored: &SecretString,
+    parameter: &str,
+    version: i64,
+) -> Result<(), String> {
+    let copy = |s: &SecretString| SecretString::from(s.expose_secret().to_string());
+    let grant = Grant {
+        client_id: copy(&v.client_id),
+        client_secret: copy(stored),
+        kind: GrantKind::RefreshToken(copy(&v.refresh_token)),
+    };
+    let lwa = LwaClient::new(&cfg.lwa)?;
+    match lwa.exchange(&grant).await {
+        Ok(_) => Err(format!(
+            "{parameter} (version {version}) holds a different client secret, and LWA still \
+             accepts it, so nothing was written: it may be the newer secret (an automatic \
+             rotation or put-secret wrote it), and the one typed an older copy that works \
+             only until its 7-day overlap ends. Type the secret SSM holds (the Developer \
+             Console shows the app's current secrets), or, if the typed one is the secret to \
+             keep, run setup again with --replace-secret"
+        )),
+        Err(ExchangeError::Auth { .. } | ExchangeError::Rejected { .. }) => Ok(()),
+        Err(e) => Err(format!(
+            "{parameter} (version {version}) holds a different client secret, and LWA could \
+             not be asked whether it still works ({e}), so nothing was written: run setup \
+             again, or with --replace-secret if the typed one is the secret to keep"
+        )),
+    }
 }
 
 const CREDENTIALS_HINT: &str = "setup reads and writes the parameters with the standard AWS \

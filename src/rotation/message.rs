@@ -24,11 +24,13 @@ pub struct Reminder<'a> {
     pub uses: Vec<(String, &'static str)>,
 }
 
+/// Kept in the state file's outbox until it went out, so it is (de)serializable.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     pub subject: String,
     pub email: String,
     pub sms: String,
-    pub severity: &'static str,
+    pub severity: String,
 }
 
 fn days(d: Duration) -> u64 {
@@ -114,7 +116,7 @@ pub fn build(r: &Reminder) -> Message {
         subject,
         email,
         sms,
-        severity,
+        severity: severity.to_string(),
     }
 }
 

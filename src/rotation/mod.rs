@@ -10,6 +10,7 @@
 
 pub mod auto;
 pub mod decide;
+pub mod fleet;
 pub mod message;
 pub mod notify;
 pub mod owner;
@@ -258,15 +259,22 @@ impl Checker {
                     let outcome = if dry_run {
                         Outcome::WouldSend
                     } else {
+                        let marker = self
+                            .config
+                            .fleet_lock_prefix
+                            .as_deref()
+                            .map(|prefix| fleet::reminder(prefix, name, &period));
                         self.notifier
-                            .deliver(Kind::Reminder, name, &period, &msg, true)
+                            .deliver(Kind::Reminder, name, marker.as_deref(), &msg)
                             .await
                     };
                     match outcome {
                         Outcome::WouldSend => entry.action = "would_send".into(),
                         Outcome::Logged => entry.action = "logged".into(),
-                        Outcome::Sent | Outcome::SentElsewhere => {
-                            let elsewhere = matches!(outcome, Outcome::SentElsewhere);
+                        // Sending elsewhere: that host records it, or gives its claim back
+                        // and sends it on a later check.
+                        Outcome::Sent | Outcome::SentElsewhere | Outcome::SendingElsewhere(_) => {
+                            let elsewhere = !matches!(outcome, Outcome::Sent);
                             state.record(name, meta.version, &period, elsewhere);
                             // Merged into the file under its lock: the automatic rotation
                             // writes to the same file meanwhile.
@@ -380,7 +388,7 @@ impl Checker {
                 self.host
             ),
             email: body,
-            severity: if left.is_zero() { "expired" } else { "warning" },
+            severity: if left.is_zero() { "expired" } else { "warning" }.into(),
         };
         let period = format!("cert-{version}");
         // Each host has its own certificate: no fleet lock, or one host's reminder would
@@ -388,14 +396,12 @@ impl Checker {
         let outcome = if dry_run {
             Outcome::WouldSend
         } else {
-            self.notifier
-                .deliver(Kind::Reminder, key, &period, &msg, false)
-                .await
+            self.notifier.deliver(Kind::Reminder, key, None, &msg).await
         };
         entry.action = match outcome {
             Outcome::WouldSend => "would_send".into(),
             Outcome::Logged => "logged".into(),
-            Outcome::Sent | Outcome::SentElsewhere => {
+            Outcome::Sent | Outcome::SentElsewhere | Outcome::SendingElsewhere(_) => {
                 state.record(key, version, &period, false);
                 let (key, at) = (key.to_string(), period.clone());
                 state::update_off_runtime(&self.state_dir, move |s| {
@@ -411,14 +417,6 @@ impl Checker {
         };
         Ok(Some(entry))
     }
-}
-
-/// A short, stable name for a parameter inside the fleet lock prefix (SSM names have a
-/// depth limit, so the parameter's own path is not reused).
-pub fn fleet_hash(parameter: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(parameter.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The in-process view of the rotation check, for `/v1/status`.
@@ -448,17 +446,5 @@ pub async fn run_and_record(checker: &Checker, status: &SharedStatus) {
             Err(e) => s.last_error = Some(e),
         }
         s.last_reminder = state::load_readonly(&checker.state_dir).last_reminder();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fleet_hash_is_stable_and_short() {
-        assert_eq!(fleet_hash("/my-erp/lwa/clientsecret").len(), 16);
-        assert_eq!(fleet_hash("/a"), fleet_hash("/a"));
-        assert_ne!(fleet_hash("/a"), fleet_hash("/b"));
     }
 }

@@ -1,10 +1,13 @@
 //! Publishing a rotation message (a reminder, or an automatic rotation's report or alert)
 //! to SNS: once per fleet when asked, with retries.
 //!
-//! Invariants: with a fleet lock, a host publishes only after it created the period's
-//! create-only marker, and removes the marker again when the publish fails, so the fleet
-//! neither sends twice nor believes a failed message went out. A message never carries a
-//! secret: callers build it from names, versions and dates only.
+//! Invariants: with a fleet claim (`fleet::Claim`), a host publishes only after it created
+//! the claim create-only, marks it sent once SNS accepted, and removes it when the
+//! publish fails, so the fleet neither sends twice nor believes a failed message went
+//! out; a claim left pending by a host that died before publishing is taken over after
+//! its lease (under a create-only name of its own), so a kill between claim and publish
+//! loses nothing. A message never carries a secret: callers build it from names,
+//! versions and dates only.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,7 +17,8 @@ use crate::backoff::Backoff;
 use crate::config::RotationConfig;
 use crate::metrics::Metrics;
 
-use super::{fleet_hash, message};
+use super::fleet::{self, Claim};
+use super::message;
 
 /// Which counter a delivery bumps and how the log names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +42,11 @@ pub enum Outcome {
     /// No topic configured: the message went to the log only.
     Logged,
     Sent,
-    /// Another host of the fleet holds this period's marker: it sent (or sends) it.
+    /// Another host of the fleet sent it.
     SentElsewhere,
+    /// Another host of the fleet holds the claim and has not sent it yet: it may still
+    /// fail, so the message is not done until its claim says sent.
+    SendingElsewhere(String),
     Failed(String),
 }
 
@@ -76,15 +83,14 @@ impl Notifier {
         }
     }
 
-    /// Takes the fleet lock `{prefix}/{hash(name)}/{period}` (when configured and `fleet`
-    /// is set), then publishes with retries.
+    /// Takes the fleet claim `marker` (when given and a topic is configured), then
+    /// publishes with retries. `name` is what the message is about (log and attribute).
     pub async fn deliver(
         &self,
         kind: Kind,
         name: &str,
-        period: &str,
+        marker: Option<&str>,
         msg: &message::Message,
-        fleet: bool,
     ) -> Outcome {
         let Some(topic) = &self.config.topic_arn else {
             tracing::warn!(
@@ -96,35 +102,29 @@ impl Notifier {
             self.count(kind, "logged");
             return Outcome::Logged;
         };
-        let marker = self
-            .config
-            .fleet_lock_prefix
-            .as_ref()
-            .filter(|_| fleet)
-            .map(|prefix| format!("{prefix}/{}/{period}", fleet_hash(name)));
-        if let Some(marker) = &marker {
-            let value = format!(
-                "{} {}",
-                self.host,
-                humantime::format_rfc3339_seconds(SystemTime::now())
-            );
-            match ssm::create_marker(&self.ssm, marker, &value).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::info!(parameter = %name, marker = %marker, "another host of the fleet sent this {}", kind.label());
-                    self.count(kind, "skipped_by_fleet_lock");
-                    return Outcome::SentElsewhere;
+        let claim = match marker {
+            None => None,
+            Some(marker) => match self.claim(marker).await {
+                Ok(name) => Some(name),
+                Err(outcome) => {
+                    match &outcome {
+                        Outcome::SentElsewhere => {
+                            tracing::info!(parameter = %name, marker = %marker, "another host of the fleet sent this {}", kind.label());
+                            self.count(kind, "skipped_by_fleet_lock");
+                        }
+                        Outcome::SendingElsewhere(holder) => {
+                            tracing::info!(parameter = %name, marker = %marker, holder = %holder, "another host of the fleet is sending this {}", kind.label());
+                        }
+                        _ => self.count(kind, "failed"),
+                    }
+                    return outcome;
                 }
-                Err(e) => {
-                    self.count(kind, "failed");
-                    return Outcome::Failed(e);
-                }
-            }
-        }
+            },
+        };
         let json = message::sns_json(msg);
         let attributes = [
             ("parameter", name),
-            ("severity", msg.severity),
+            ("severity", msg.severity.as_str()),
             ("host", self.host.as_str()),
         ];
         let request = sns::Publish {
@@ -138,8 +138,16 @@ impl Notifier {
         for attempt in 1..=3 {
             match sns::publish(&self.sns, &request).await {
                 Ok(id) => {
-                    tracing::info!(parameter = %name, message_id = %id, severity = msg.severity, "{} sent", kind.label());
+                    tracing::info!(parameter = %name, message_id = %id, severity = %msg.severity, "{} sent", kind.label());
                     self.count(kind, "sent");
+                    if let Some(claim) = &claim {
+                        // Not fatal: a claim left pending is taken over later, and the
+                        // worst that comes of it is one message sent twice.
+                        let sent = Claim::sent(&self.host, SystemTime::now());
+                        if let Err(e) = ssm::set_marker(&self.ssm, claim, &sent).await {
+                            tracing::warn!(marker = %claim, error = %e, "cannot mark the fleet claim as sent");
+                        }
+                    }
                     return Outcome::Sent;
                 }
                 Err(e) => {
@@ -153,13 +161,49 @@ impl Notifier {
             }
         }
         self.count(kind, "failed");
-        if let Some(marker) = &marker {
-            // Give the period back so that this or another host can send it later.
-            let _ = ssm::delete_marker(&self.ssm, marker).await;
+        if let Some(claim) = &claim {
+            // Give the claim back so that this or another host can send it later.
+            let _ = ssm::delete_marker(&self.ssm, claim).await;
         }
         Outcome::Failed(match kind {
             Kind::Reminder => format!("{last} (the reminder is retried on the next check)"),
             Kind::AutoRotation => last,
         })
+    }
+
+    /// Takes `marker`, or the first takeover of it whose holder is not alive: the name
+    /// this host now holds, or what stops it from sending.
+    async fn claim(&self, marker: &str) -> Result<String, Outcome> {
+        for generation in 1..=fleet::MAX_GENERATIONS {
+            let name = fleet::generation(marker, generation);
+            let now = SystemTime::now();
+            match ssm::create_marker(&self.ssm, &name, &Claim::pending(&self.host, now)).await {
+                Ok(true) => return Ok(name),
+                Ok(false) => {}
+                Err(e) => return Err(Outcome::Failed(e)),
+            }
+            let held = match ssm::marker(&self.ssm, &name).await {
+                Ok(Some(value)) => Claim::parse(&value),
+                // Given back just now: the next name is as good.
+                Ok(None) => continue,
+                Err(e) => return Err(Outcome::Failed(e)),
+            };
+            match held {
+                Claim::Sent => return Err(Outcome::SentElsewhere),
+                claim if claim.abandoned(now) => {
+                    tracing::warn!(marker = %name, "a fleet claim was left pending by a host that stopped before sending; taking it over");
+                }
+                Claim::Pending { host, since } => {
+                    return Err(Outcome::SendingElsewhere(format!(
+                        "{host} since {}",
+                        humantime::format_rfc3339_seconds(since)
+                    )))
+                }
+            }
+        }
+        Err(Outcome::Failed(format!(
+            "every claim of {marker} was left pending by hosts that stopped; delete the \
+             parameters {marker}.* under rotation.fleet_lock_prefix to send it again"
+        )))
     }
 }

@@ -27,6 +27,21 @@ pub struct State {
     /// Each credential's last automatic rotation (SPEC §9), by credential name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub auto_rotations: BTreeMap<String, AutoRotation>,
+    /// The automatic rotation's alerts that have not gone out yet, by their fleet claim:
+    /// sent again on every listener round and every check until SNS took them or another
+    /// host of the fleet sent them, so a failed publish or a crash loses none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outbox: BTreeMap<String, Pending>,
+}
+
+/// An alert waiting to go out.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pending {
+    /// What it is about (the log line's and the SNS attribute's parameter).
+    pub parameter: String,
+    pub message: super::message::Message,
+    /// RFC 3339: when it was first tried.
+    pub since: String,
 }
 
 /// Where a credential's last automatic rotation stands. Kept across restarts so that a
@@ -51,6 +66,10 @@ pub struct AutoRotation {
     /// and waiting, the one written once rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameter_version: Option<i64>,
+    /// The fingerprint of the secret being replaced (`fleet::fingerprint`): names the
+    /// rotation's fleet markers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacing: Option<String>,
     /// When the previous secret stops working (from Amazon's notification, RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_secret_expires_at: Option<String>,

@@ -1,7 +1,11 @@
-//! Automatic client-secret rotation (SPEC §9), end to end and asserted from outside: the
-//! agent binary against moto (SSM, KMS, SNS, SQS), the LWA test endpoint and the
-//! Application Management test endpoint, which sends the new secret into moto's queue as
-//! Amazon does. SNS is read back through an SQS queue subscribed to the topic.
+//! Automatic client-secret rotation (docs/automatic-rotation.md), end to end and asserted
+//! from outside: the agent binary against moto (SSM, KMS, SNS, SQS), the LWA test endpoint
+//! and the Application Management test endpoint, which sends the new secret into moto's
+//! queue as Amazon does. SNS is read back through an SQS queue subscribed to the topic.
+//!
+//! Every scenario runs with the default `rotate_after` (150 days), so that only the
+//! trigger under test can start a rotation; the scenarios of the age trigger itself set a
+//! few seconds.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -21,12 +25,18 @@ struct Opts<'a> {
     /// Reminders: when due, and how often again.
     warn_after: &'a str,
     repeat_every: &'a str,
-    rotate_after: &'a str,
+    /// `None`: the key is left out, so the default (150 days) holds.
+    rotate_after: Option<&'a str>,
     expiry_queue: bool,
     /// Another AWS endpoint (a proxy in front of moto).
     endpoint: Option<String>,
     ssm_refresh: &'a str,
     socket: Option<PathBuf>,
+    /// `lwa.timeout` (the harness's is 3 s).
+    lwa_timeout: Option<&'a str>,
+    /// Another client secret parameter for the credential (a host of the fleet whose
+    /// config names it differently).
+    secret_parameter: Option<&'a str>,
 }
 
 impl Default for Opts<'_> {
@@ -35,11 +45,13 @@ impl Default for Opts<'_> {
             cron: true,
             warn_after: "1h",
             repeat_every: "1h",
-            rotate_after: "3s",
+            rotate_after: None,
             expiry_queue: false,
             endpoint: None,
             ssm_refresh: "15m",
             socket: None,
+            lwa_timeout: None,
+            secret_parameter: None,
         }
     }
 }
@@ -72,6 +84,7 @@ impl Auto {
             old_secret_valid_for: Duration::from_secs(3600),
             new_secret_valid: true,
             send_delay: Duration::ZERO,
+            expiry_queue_url: None,
         };
         settings(&mut s);
         let app = AppManagement::start(w.lwa.clone(), s)
@@ -115,11 +128,13 @@ impl Auto {
             ssm: &format!("refresh_interval = \"{}\"", o.ssm_refresh),
             extra: &format!(
                 "[rotation]\nenabled = {cron}\nschedule = \"* * * * * *\"\nwarn_after = \"{warn}\"\n\
-                 expire_after = \"2h\"\nrepeat_every = \"{repeat}\"\ntopic_arn = \"{topic}\"\n\
+                 expire_after = \"{expire}\"\nrepeat_every = \"{repeat}\"\ntopic_arn = \"{topic}\"\n\
                  fleet_lock_prefix = \"{LOCKS}\"\n\n[rotation.auto]\n\
-                 new_secret_queue_url = \"{new}\"\n{expiry}rotate_after = \"{after}\"\n\
+                 new_secret_queue_url = \"{new}\"\n{expiry}{after}\
                  sp_api_endpoint = \"{app}\"\nwait_for_secret = \"20s\"\n",
                 cron = o.cron,
+                // With the default rotate_after (150 days), Amazon's real 180 days.
+                expire = if o.rotate_after.is_some() { "2h" } else { "180d" },
                 warn = o.warn_after,
                 repeat = o.repeat_every,
                 topic = self.topic,
@@ -129,11 +144,25 @@ impl Auto {
                 } else {
                     String::new()
                 },
-                after = o.rotate_after,
+                after = o
+                    .rotate_after
+                    .map(|a| format!("rotate_after = \"{a}\"\n"))
+                    .unwrap_or_default(),
                 app = self.app.endpoint(),
             ),
             ..Parts::default()
         });
+        let text = match o.lwa_timeout {
+            Some(t) => text.replace("timeout = \"3s\"", &format!("timeout = \"{t}\"")),
+            None => text,
+        };
+        let text = match o.secret_parameter {
+            Some(p) => text.replace(
+                &format!("client_secret_parameter = \"{SECRET_PARAM}\""),
+                &format!("client_secret_parameter = \"{p}\""),
+            ),
+            None => text,
+        };
         let text = match &o.endpoint {
             Some(e) => text.replace(
                 &format!("endpoint_url = \"{}\"", self.w.endpoint()),
@@ -358,7 +387,11 @@ fn cmdline(agent: &AgentProc) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_secret_is_rotated_end_to_end_without_a_failed_request() {
     let a = Auto::new(|_| {}).await;
-    let agent = Arc::new(a.agent(&Opts::default(), "host-a").await);
+    let opts = Opts {
+        rotate_after: Some("3s"),
+        ..Opts::default()
+    };
+    let agent = Arc::new(a.agent(&opts, "host-a").await);
     let (stop, hammer) = hammer(agent.clone());
 
     // The secret becomes older than rotate_after (3 s); the check asks Amazon, the
@@ -439,16 +472,22 @@ async fn an_old_secret_is_rotated_end_to_end_without_a_failed_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expiry_notification_starts_a_rotation() {
+async fn an_expiry_notice_rotates_a_freshly_stored_secret_once_across_two_hosts() {
+    // Amazon also announces the replaced secret's 7-day clock after the rotation, on the
+    // expiry queue, as it may.
     let a = Auto::new(|_| {}).await;
-    // No cron: only the notification can start it.
-    let opts = Opts {
+    let expiry_queue = a.expiry_queue.clone();
+    a.app.update(|s| s.expiry_queue_url = Some(expiry_queue));
+    // The secret was just stored (as `setup` does), so it is 0 days old in SSM; the
+    // default rotate_after is 150 days. No cron: only the notice can start a rotation.
+    let opts = |socket: Option<PathBuf>| Opts {
         cron: false,
-        rotate_after: "1s",
         expiry_queue: true,
+        socket,
         ..Opts::default()
     };
-    let agent = a.agent(&opts, "host-a").await;
+    let mut host_a = a.agent(&opts(None), "host-a").await;
+    let mut host_b = a.agent(&opts(Some(a.socket("b"))), "host-b").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         a.app.calls().is_empty(),
@@ -463,31 +502,82 @@ async fn an_expiry_notification_starts_a_rotation() {
     )
     .await
     .expect("send");
-    let written = a.wait_for_version(2, 60, &[&agent]).await;
-    assert_eq!(written, a.new_secret());
-    a.wait_depth(&a.expiry_queue, 0, 20).await;
+    let written = a.wait_for_version(2, 60, &[&host_a, &host_b]).await;
+    assert_eq!(written, a.new_secret(), "exactly one rotate call");
+    // Amazon's notice about the replaced secret arrives and is consumed: no second call.
     a.wait_depth(&a.new_queue, 0, 20).await;
-    let status = agent
-        .wait_for("/v1/status", 20, |r| {
-            r.json()["credentials"]["default"]["auto_rotation"]["outcome"] == "rotated"
-        })
-        .await;
-    assert_eq!(
-        status.json()["credentials"]["default"]["auto_rotation"]["trigger"],
-        "expiry_notification"
+    a.wait_depth(&a.expiry_queue, 0, 60).await;
+    // The host that took the notice records the rotation as the notice's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut triggers = Vec::new();
+        for h in [&host_a, &host_b] {
+            let rec =
+                h.get("/v1/status").await.json()["credentials"]["default"]["auto_rotation"].clone();
+            triggers.push(format!("{}/{}", rec["trigger"], rec["outcome"]));
+        }
+        if triggers
+            .iter()
+            .any(|t| t == "\"expiry_notification\"/\"rotated\"")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{triggers:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The same notice again, once to each host alone: neither asks Amazon again.
+    let old_expiry = a.app.accepted()[0]
+        .old_secret_expires
+        .expect("the old secret's expiry");
+    let replaced = app_management::expiry_notification(CLIENT_ID, old_expiry);
+    for round in 0..2 {
+        let (stop, listen) = if round == 0 {
+            (&mut host_b, &host_a)
+        } else {
+            (&mut host_a, &host_b)
+        };
+        stop.signal(nix::sys::signal::Signal::SIGTERM);
+        stop.wait_exit(15);
+        let id = app_management::send_to_queue(&a.expiry_queue, &replaced)
+            .await
+            .expect("send");
+        // The stopped host's last long poll may still take it (SQS, and moto, finish a
+        // receive whose client is gone): then it reappears after 30 s.
+        wait_log_line(listen, "about a secret already replaced", &id, 90).await;
+        a.wait_depth(&a.expiry_queue, 0, 30).await;
+        if round == 0 {
+            *stop = a.agent(&opts(Some(a.socket("b"))), "host-b").await;
+        }
+    }
+    // A notice Amazon published before the new secret was written is about the old one.
+    let written_at = a.secret_written_at().await;
+    let before = app_management::expiry_notification_published(
+        CLIENT_ID,
+        SystemTime::now() + Duration::from_secs(7 * 86400),
+        written_at - Duration::from_secs(60),
     );
-    a.w.canaries.assert_absent("logs", &agent.logs());
+    let id = app_management::send_to_queue(&a.expiry_queue, &before)
+        .await
+        .expect("send");
+    wait_log_line(&host_b, "about a secret already replaced", &id, 90).await;
+    assert_eq!(a.app.calls().len(), 1, "{:?}", a.app.calls());
+    assert_eq!(a.secret().await.1, 2);
+    assert!(
+        a.published("ALERT", 1, 2).await.is_empty(),
+        "nobody is asked to act"
+    );
+    for h in [&host_a, &host_b] {
+        a.w.canaries.assert_absent("logs", &h.logs());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_command_dry_run_does_nothing_and_the_real_run_rotates() {
     let a = Auto::new(|_| {}).await;
     let state = a.w.dir.path().join("state");
-    // Not due for an hour: the command runs anyway.
-    let config = a.config(&Opts {
-        rotate_after: "1h",
-        ..Opts::default()
-    });
+    // Not due for 150 days: the command runs anyway.
+    let config = a.config(&Opts::default());
     let out = a.lwa_agent(
         &config,
         &["rotate", "--credential", "default", "--dry-run"],
@@ -552,24 +642,82 @@ async fn rotate_command_dry_run_does_nothing_and_the_real_run_rotates() {
         &state,
     );
     assert!(String::from_utf8_lossy(&again.stdout).contains("version 2 now"));
+
+    // The parameter deleted and created again with a fresh secret: version 1 once more,
+    // and a marker named by the parameter's version would be taken already. Named by the
+    // app and the secret, it is free.
+    let ssm = a.w.ssm().await;
+    ssm.delete_parameter()
+        .name(SECRET_PARAM)
+        .send()
+        .await
+        .expect("delete");
+    a.w.put(SECRET_PARAM, &new).await;
+    assert_eq!(a.secret().await.1, 1);
+    let fresh = a.lwa_agent(
+        &config,
+        &["rotate", "--credential", "default", "--dry-run"],
+        &state,
+    );
+    let stdout = String::from_utf8_lossy(&fresh.stdout).into_owned();
+    assert!(
+        stdout.contains("version 1 now") && stdout.contains("(free)"),
+        "{stdout}"
+    );
 }
 
+/// The client secret parameter of a second ERP (a test system) that uses the same app.
+const TEST_SECRET_PARAM: &str = "/erp/test/lwa/clientsecret";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hosts_make_one_rotate_call_and_both_serve_the_new_secret() {
+async fn two_hosts_with_differently_named_parameters_make_one_call_and_both_get_the_secret() {
     let a = Auto::new(|_| {}).await;
-    let opts = |socket: Option<PathBuf>| Opts {
-        rotate_after: "4s",
+    // Host B keeps the same app's secret in a parameter of its own.
+    a.w.put(TEST_SECRET_PARAM, &a.w.canaries.client_secret)
+        .await;
+    let opts = |socket: Option<PathBuf>, secret: Option<&'static str>| Opts {
+        rotate_after: Some("4s"),
         ssm_refresh: "2s",
         socket,
+        secret_parameter: secret,
         ..Opts::default()
     };
     let (host_a, host_b) = (
-        a.agent(&opts(None), "host-a").await,
-        a.agent(&opts(Some(a.socket("b"))), "host-b").await,
+        a.agent(&opts(None, None), "host-a").await,
+        a.agent(
+            &opts(Some(a.socket("b")), Some(TEST_SECRET_PARAM)),
+            "host-b",
+        )
+        .await,
     );
     let written = a.wait_for_version(2, 60, &[&host_a, &host_b]).await;
     let new = a.new_secret();
     assert_eq!(written, new);
+    // Whichever host completed the message wrote both hosts' parameters.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p =
+            a.w.ssm()
+                .await
+                .get_parameter()
+                .name(TEST_SECRET_PARAM)
+                .with_decryption(true)
+                .send()
+                .await
+                .expect("get")
+                .parameter
+                .expect("parameter");
+        if p.value.as_deref() == Some(new.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{TEST_SECRET_PARAM} never got the new secret\nA:\n{}\nB:\n{}",
+            host_a.logs(),
+            host_b.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     a.wait_serving_with(&host_a, &new, 30).await;
     a.wait_serving_with(&host_b, &new, 30).await;
     assert_eq!(
@@ -579,10 +727,12 @@ async fn two_hosts_make_one_rotate_call_and_both_serve_the_new_secret() {
         a.app.calls()
     );
     a.wait_depth(&a.new_queue, 0, 10).await;
-    assert_eq!(
-        a.published("automatically", 1, 10).await.len(),
-        1,
-        "one report"
+    let reports = a.published("automatically", 1, 10).await;
+    assert_eq!(reports.len(), 1, "one report: {reports:#?}");
+    let body = reports[0]["Message"].as_str().expect("body");
+    assert!(
+        body.contains(SECRET_PARAM) && body.contains(TEST_SECRET_PARAM),
+        "the report names both parameters: {body}"
     );
     for h in [&host_a, &host_b] {
         a.w.canaries.assert_absent("logs", &h.logs());
@@ -596,7 +746,7 @@ async fn the_second_host_completes_when_the_rotating_host_is_killed() {
     let mut host_a = a
         .agent(
             &Opts {
-                rotate_after: "2s",
+                rotate_after: Some("2s"),
                 ..Opts::default()
             },
             "host-a",
@@ -676,7 +826,7 @@ async fn wait_accepted(a: &Auto, agent: &AgentProc) -> Instant {
 async fn a_restarted_host_completes_what_it_asked_for_before_it_was_killed() {
     let a = Auto::new(|s| s.send_delay = KILL_WINDOW).await;
     let opts = Opts {
-        rotate_after: "2s",
+        rotate_after: Some("2s"),
         ..Opts::default()
     };
     let mut first = a.agent(&opts, "host-a").await;
@@ -731,6 +881,7 @@ async fn a_new_secret_lwa_rejects_is_not_written_and_a_person_is_alerted() {
             &Opts {
                 warn_after: "1s",
                 repeat_every: "4s",
+                rotate_after: Some("3s"),
                 ..Opts::default()
             },
             "host-a",
@@ -917,7 +1068,11 @@ async fn a_429_makes_the_agent_wait_a_minute_before_calling_again() {
     let a = Auto::new(|s| s.window = Duration::from_secs(60)).await;
     // Someone rotated a moment ago: the agent's first call meets the rate limit.
     a.app.mark_called_now();
-    let agent = a.agent(&Opts::default(), "host-a").await;
+    let opts = Opts {
+        rotate_after: Some("3s"),
+        ..Opts::default()
+    };
+    let agent = a.agent(&opts, "host-a").await;
     let written = a.wait_for_version(2, 150, &[&agent]).await;
     let calls = a.app.calls();
     assert_eq!(
@@ -938,7 +1093,10 @@ async fn a_429_makes_the_agent_wait_a_minute_before_calling_again() {
 async fn config_check_and_doctor_cover_automatic_rotation() {
     let a = Auto::new(|_| {}).await;
     let state = a.w.dir.path().join("state");
-    let good = a.config(&Opts::default());
+    let good = a.config(&Opts {
+        rotate_after: Some("3s"),
+        ..Opts::default()
+    });
     let out = a.lwa_agent(&good, &["config", "check"], &state);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -975,6 +1133,37 @@ async fn config_check_and_doctor_cover_automatic_rotation() {
             && stdout.contains("ok    LWA rotation scope for `default`'s app"),
         "{stdout}"
     );
+    // A dead-letter queue behind the new-secret queue would take secrets away.
+    let dlq = a.w.create_queue("lwa-new-secret-dlq").await;
+    let sqs = aws_sdk_sqs::Client::new(&a.w.sdk().await);
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes
+        .and_then(|m| m.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("arn");
+    sqs.set_queue_attributes()
+        .queue_url(&a.new_queue)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 100}).to_string(),
+        )
+        .send()
+        .await
+        .expect("redrive policy");
+    let out = a.lwa_agent(&good, &["doctor"], &state);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains(&format!("WARN  SQS queue {}", a.new_queue))
+            && stdout.contains("redrive policy")
+            && stdout.contains("RedrivePolicy="),
+        "{stdout}"
+    );
+
     let missing = good.replace(&a.new_queue, &format!("{}-missing", a.new_queue));
     let out = a.lwa_agent(&missing, &["doctor"], &state);
     assert_eq!(out.status.code(), Some(1));
@@ -1110,37 +1299,55 @@ async fn an_older_new_secret_message_never_overwrites_a_newer_secret() {
     let seeded = a.secret_written_at().await;
     let canary = a.w.canaries.client_secret.clone();
 
-    // A message Amazon published before SSM got its current secret (LWA still accepts
-    // its secret, as it does for days): SSM moved on; nothing is written, it is deleted.
+    // A message Amazon published before SSM got its current secret, which was stored by
+    // hand (no record says it came from a later notification; LWA accepts both, as it does
+    // for days). Which is newer cannot be told, and the message may be the only copy of
+    // its secret: nothing is written, it stays, and one alert asks a person, who keeps
+    // what SSM holds.
     let ancient = format!("{canary}-ANCIENT");
     let id = a
         .send_new_secret(&ancient, seeded - Duration::from_secs(600))
         .await;
-    wait_log_line(&agent, "stale new-secret message", &id, 30).await;
-    a.wait_depth(&a.new_queue, 0, 10).await;
+    wait_log_line(&agent, CONFLICT, &id, 30).await;
+    assert_eq!(a.depth(&a.new_queue).await, 1, "the message stays");
     assert_eq!(a.secret().await, (canary.clone(), 1), "not written");
+    let out = a.lwa_agent(
+        &a.config(&Opts {
+            cron: false,
+            ..Opts::default()
+        }),
+        &["rotate", "--credential", "default", "--settle", "ssm"],
+        &a.w.dir.path().join("host-a-state"),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.wait_depth(&a.new_queue, 0, 90).await;
+    assert_eq!(a.secret().await, (canary.clone(), 1), "SSM kept its secret");
+    assert_eq!(a.published("ALERT", 1, 5).await.len(), 1, "one alert");
 
     // Two rotations: the older message is completed only after the newer one was
     // published (it was stuck, say). SSM's write time is then later than the newer
     // message's publish time, and still the newer secret must win.
+    // (Both are published after the decision above, which dated SSM's secret then.)
     let older = format!("{canary}-OLDER");
     let newer = format!("{canary}-NEWER");
-    while SystemTime::now() < seeded + Duration::from_secs(4) {
+    let t0 = SystemTime::now() + Duration::from_secs(1);
+    while SystemTime::now() < t0 + Duration::from_secs(4) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    a.send_new_secret(&older, seeded + Duration::from_secs(1))
-        .await;
+    a.send_new_secret(&older, t0 + Duration::from_secs(1)).await;
     assert_eq!(a.wait_for_version(2, 60, &[&agent]).await, older);
     a.wait_depth(&a.new_queue, 0, 10).await;
-    a.send_new_secret(&newer, seeded + Duration::from_secs(2))
-        .await;
+    a.send_new_secret(&newer, t0 + Duration::from_secs(2)).await;
     assert_eq!(a.wait_for_version(3, 60, &[&agent]).await, newer);
     a.wait_depth(&a.new_queue, 0, 10).await;
 
     // The older message again (SQS delivers at least once): stale, SSM keeps the newer.
-    let again = a
-        .send_new_secret(&older, seeded + Duration::from_secs(1))
-        .await;
+    let again = a.send_new_secret(&older, t0 + Duration::from_secs(1)).await;
     wait_log_line(&agent, "stale new-secret message", &again, 30).await;
     a.wait_depth(&a.new_queue, 0, 10).await;
     assert_eq!(a.secret().await, (newer.clone(), 3));
@@ -1152,6 +1359,9 @@ async fn an_older_new_secret_message_never_overwrites_a_newer_secret() {
     );
     a.w.canaries.assert_absent("logs", &agent.logs());
 }
+
+/// The log line of a new-secret message that meets a secret someone else stored after it.
+const CONFLICT: &str = "a new secret meets a secret someone else stored after it";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_messages_for_one_app_at_once_end_with_the_newer_secret() {
@@ -1200,7 +1410,6 @@ async fn a_write_ssm_refuses_alerts_and_completes_once_the_cause_is_fixed() {
     let state = a.w.dir.path().join("host-a-state");
     let opts = Opts {
         cron: false,
-        rotate_after: "1h",
         ..Opts::default()
     };
     let config = a.config(&opts);
@@ -1340,4 +1549,278 @@ async fn a_refused_refresh_token_is_not_taken_for_a_bad_new_secret() {
         "no alert about the secret"
     );
     a.w.canaries.assert_absent("logs", &logs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_put_back_after_amazon_sent_a_new_one_keeps_the_message_until_a_person_settles() {
+    let a = Auto::new(|_| {}).await;
+    let (proxy, agent) = a.agent_behind_proxy().await;
+    let canary = a.w.canaries.client_secret.clone();
+    // Amazon sends a new secret while the agent cannot reach AWS…
+    proxy.set_up(false);
+    let new = format!("{canary}-NEW");
+    let id = a.send_new_secret(&new, SystemTime::now()).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // …and someone puts the old secret back by hand afterwards (a put-secret from old
+    // notes): SSM holds version 2, stored after Amazon sent the new one.
+    a.w.put(SECRET_PARAM, &canary).await;
+    proxy.set_up(true);
+
+    wait_log_line(&agent, CONFLICT, &id, 60).await;
+    let alerts = a.published("ALERT", 1, 30).await;
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let body = alerts[0]["Message"].as_str().expect("body");
+    for needle in [
+        id.as_str(),
+        &format!("{SECRET_PARAM} version 2"),
+        "--settle ssm",
+        "--settle message",
+    ] {
+        assert!(body.contains(needle), "{needle} missing from {body}");
+    }
+    assert_eq!(a.secret().await, (canary.clone(), 2), "nothing written");
+    assert_eq!(a.depth(&a.new_queue).await, 1, "the message is kept");
+    let status = agent
+        .wait_for("/v1/status", 10, |r| {
+            r.json()["credentials"]["default"]["auto_rotation"]["outcome"] == "conflict"
+        })
+        .await;
+    let rec = &status.json()["credentials"]["default"]["auto_rotation"];
+    assert_eq!(rec["needs_attention"], true, "{rec}");
+    assert_ne!(rec["outcome"], "rotated", "{rec}");
+
+    // A person says Amazon's secret is the right one: it is proved and written.
+    let state = a.w.dir.path().join("host-a-state");
+    let config = a.config(&Opts {
+        cron: false,
+        ..Opts::default()
+    });
+    let out = a.lwa_agent(
+        &config,
+        &["rotate", "--credential", "default", "--settle", "message"],
+        &state,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(a.wait_for_version(3, 90, &[&agent]).await, new);
+    a.wait_depth(&a.new_queue, 0, 30).await;
+    a.wait_serving_with(&agent, &new, 30).await;
+    assert_eq!(a.published("ALERT", 1, 3).await.len(), 1, "still one alert");
+    assert!(a.app.calls().is_empty(), "settling asks nothing of Amazon");
+    for (what, text) in [
+        ("logs", agent.logs()),
+        ("settle output", format!("{stdout}{stderr}")),
+        ("alert", format!("{alerts:?}")),
+    ] {
+        a.w.canaries.assert_absent(what, &text);
+        assert!(!text.contains(&new), "{what} contains the new secret");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_slower_than_the_visibility_timeout_is_one_worker_one_write_one_report() {
+    let a = Auto::new(|_| {}).await;
+    let opts = |socket: Option<PathBuf>| Opts {
+        cron: false,
+        lwa_timeout: Some("90s"),
+        socket,
+        ..Opts::default()
+    };
+    let host_a = a.agent(&opts(None), "host-a").await;
+    let host_b = a.agent(&opts(Some(a.socket("b"))), "host-b").await;
+    // LWA answers only after 40 s: the proof outlasts SQS's 30 s visibility.
+    a.w.lwa.update(|s| s.delay = Duration::from_secs(40));
+    let new = format!("{}-ROTATED", a.w.canaries.client_secret);
+    let id = a.send_new_secret(&new, SystemTime::now()).await;
+    assert_eq!(a.wait_for_version(2, 120, &[&host_a, &host_b]).await, new);
+    a.w.lwa.update(|s| s.delay = Duration::ZERO);
+    a.wait_depth(&a.new_queue, 0, 60).await;
+    let arrived = "automatic rotation: a new client secret arrived";
+    let logs = format!("{}\n{}", host_a.logs(), host_b.logs());
+    let worked: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(arrived) && l.contains(&id))
+        .collect();
+    assert_eq!(worked.len(), 1, "one host worked on it:\n{logs}");
+    assert_eq!(
+        logs.lines().filter(|l| l.contains(WROTE)).count(),
+        1,
+        "one write:\n{logs}"
+    );
+    assert_eq!(a.secret().await.1, 2);
+    assert_eq!(a.published("automatically", 1, 20).await.len(), 1);
+    a.w.canaries.assert_absent("logs", &logs);
+}
+
+impl Auto {
+    /// Deletes the SNS topic: publishing fails (NotFound) until [`Auto::topic_up`].
+    async fn topic_down(&self) {
+        aws_sdk_sns::Client::new(&self.w.sdk().await)
+            .delete_topic()
+            .topic_arn(&self.topic)
+            .send()
+            .await
+            .expect("delete topic");
+    }
+
+    /// The topic again, under the same ARN, delivering to the same test queue.
+    async fn topic_up(&self) {
+        let sdk = self.w.sdk().await;
+        let sns = aws_sdk_sns::Client::new(&sdk);
+        let arn = sns
+            .create_topic()
+            .name("lwa-rotation")
+            .send()
+            .await
+            .expect("create topic")
+            .topic_arn
+            .expect("arn");
+        assert_eq!(arn, self.topic);
+        let queue_arn = aws_sdk_sqs::Client::new(&sdk)
+            .get_queue_attributes()
+            .queue_url(&self.sns_queue)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("attributes")
+            .attributes
+            .and_then(|m| m.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("queue arn");
+        sns.subscribe()
+            .topic_arn(&self.topic)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .send()
+            .await
+            .expect("subscribe");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_that_cannot_be_published_goes_out_later_and_a_dead_hosts_claim_is_taken_over() {
+    let a = Auto::new(|_| {}).await;
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    // SNS refuses (the topic is gone) when the new secret is written.
+    a.topic_down().await;
+    let new = format!("{}-ROTATED", a.w.canaries.client_secret);
+    let id = a.send_new_secret(&new, SystemTime::now()).await;
+    assert_eq!(a.wait_for_version(2, 60, &[&agent]).await, new);
+    wait_log_line(&agent, "not completed now", &id, 30).await;
+    assert_eq!(
+        a.depth(&a.new_queue).await,
+        1,
+        "the message stays until its report went out"
+    );
+    // SNS is back: the report goes out when the message reappears, once.
+    a.topic_up().await;
+    a.wait_depth(&a.new_queue, 0, 90).await;
+    let reports = a.published("automatically (version 2)", 1, 20).await;
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    assert_eq!(a.secret().await.1, 2, "written once");
+
+    // A host killed between taking the report's claim and publishing left the claim
+    // pending and the message in the queue. After the claim's lease, the next host to
+    // complete the message takes it over and reports.
+    let newer = format!("{}-ROTATED-AGAIN", a.w.canaries.client_secret);
+    let claim = lwa_agent::rotation::fleet::AppScope::new(LOCKS, CLIENT_ID).report(
+        &lwa_agent::rotation::fleet::fingerprint(&secrecy::SecretString::from(newer.clone())),
+    );
+    let dead = SystemTime::now() - Duration::from_secs(300);
+    let ssm = a.w.ssm().await;
+    ssm.put_parameter()
+        .name(&claim)
+        .value(lwa_agent::rotation::fleet::Claim::pending(
+            "host-dead",
+            dead,
+        ))
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .expect("claim");
+    a.send_new_secret(&newer, SystemTime::now()).await;
+    assert_eq!(a.wait_for_version(3, 60, &[&agent]).await, newer);
+    a.wait_depth(&a.new_queue, 0, 60).await;
+    let reports = a.published("automatically (version 3)", 1, 20).await;
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    let taken = ssm
+        .get_parameter()
+        .name(format!("{claim}.2"))
+        .send()
+        .await
+        .expect("the takeover's claim")
+        .parameter
+        .and_then(|p| p.value)
+        .unwrap_or_default();
+    assert!(taken.starts_with("sent "), "{taken}");
+    a.w.canaries.assert_absent("logs", &agent.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_rotations_alert_that_cannot_be_published_goes_out_later() {
+    // Amazon accepts, but the new secret never reaches the queue in time.
+    let a = Auto::new(|s| s.send_delay = Duration::from_secs(3600)).await;
+    let state = a.w.dir.path().join("host-a-state");
+    let agent = a
+        .agent(
+            &Opts {
+                cron: false,
+                expiry_queue: true,
+                ..Opts::default()
+            },
+            "host-a",
+        )
+        .await;
+    a.topic_down().await;
+    app_management::send_to_queue(
+        &a.expiry_queue,
+        &app_management::expiry_notification(
+            CLIENT_ID,
+            SystemTime::now() + Duration::from_secs(7 * 86400),
+        ),
+    )
+    .await
+    .expect("send");
+    // wait_for_secret is 20 s; then the alert, which SNS refuses, waits in the outbox.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !agent.logs().contains("it stays in the outbox") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed alert:\n{}",
+            agent.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let outbox = || -> serde_json::Value {
+        let text = std::fs::read(state.join("rotation-state.json")).expect("state file");
+        serde_json::from_slice::<serde_json::Value>(&text).expect("json")["outbox"].clone()
+    };
+    assert!(
+        outbox().as_object().is_some_and(|o| o.len() == 1),
+        "{}",
+        outbox()
+    );
+    // The same round tries the outbox once more at once (and fails); the topic comes back
+    // after that, so that no publish falls between its creation and its subscription.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.topic_up().await;
+    let alerts = a.published("ALERT", 1, 60).await;
+    assert_eq!(alerts.len(), 1, "{alerts:#?}\n{}", agent.logs());
+    let body = alerts[0]["Message"].as_str().expect("body");
+    assert!(body.contains("no new secret arrived"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !outbox().is_null() {
+        assert!(Instant::now() < deadline, "the outbox keeps {}", outbox());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(a.app.calls().len(), 1, "{:?}", a.app.calls());
+    assert_eq!(a.published("ALERT", 2, 3).await.len(), 1, "one alert");
 }

@@ -49,6 +49,10 @@ const AGENT_ACTIONS: &[(&str, &str)] = &[
         "a fleet-lock marker given back when its step failed",
     ),
     (
+        "ssm:GetParametersByPath",
+        "automatic rotation: the client secret parameters other hosts registered",
+    ),
+    (
         "kms:Decrypt",
         "GetParameters with decryption; receiving from the SSE-KMS queues",
     ),
@@ -81,6 +85,7 @@ const AGENT_ACTIONS: &[(&str, &str)] = &[
 const SDK_OPERATIONS: &[(&str, Option<&str>)] = &[
     ("get_parameters", Some("ssm:GetParameters")),
     ("get_parameter", Some("ssm:GetParameter")),
+    ("get_parameters_by_path", Some("ssm:GetParametersByPath")),
     ("describe_parameters", Some("ssm:DescribeParameters")),
     ("put_parameter", Some("ssm:PutParameter")),
     ("delete_parameter", Some("ssm:DeleteParameter")),
@@ -254,7 +259,8 @@ async fn the_stack_deploys_grants_exactly_what_the_agent_calls_and_carries_remin
         );
     }
 
-    // --- The queues: SSE-KMS with the queues' own key, a dead-letter queue, 14 days. ---
+    // --- The queues: SSE-KMS with the queues' own key, 14 days; a dead-letter queue for
+    // the expiry queue only. ---
     let sdk = w.sdk().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let queue_key_id = output(&stack, "QueueKeyArn").rsplit('/').next().unwrap();
@@ -270,14 +276,22 @@ async fn the_stack_deploys_grants_exactly_what_the_agent_calls_and_carries_remin
             "{url}: {attributes:?}"
         );
         assert_eq!(attributes["MessageRetentionPeriod"], "1209600", "{url}");
-        if url != "DeadLetterQueueUrl" {
-            let redrive: Value =
-                serde_json::from_str(&attributes["RedrivePolicy"]).expect("redrive JSON");
-            assert_eq!(
-                redrive["deadLetterTargetArn"],
-                format!("{}{dlq_name}", arn_prefix("sqs")),
-                "{url}"
-            );
+        match url {
+            // The only copy of a new secret: never moved to a queue nothing reads.
+            "NewSecretQueueUrl" => assert!(
+                !attributes.contains_key("RedrivePolicy"),
+                "the new-secret queue must have no redrive policy: {attributes:?}"
+            ),
+            "ExpiryQueueUrl" => {
+                let redrive: Value =
+                    serde_json::from_str(&attributes["RedrivePolicy"]).expect("redrive JSON");
+                assert_eq!(
+                    redrive["deadLetterTargetArn"],
+                    format!("{}{dlq_name}", arn_prefix("sqs")),
+                    "{url}"
+                );
+            }
+            _ => {}
         }
     }
     assert_ne!(
@@ -331,6 +345,7 @@ async fn the_stack_deploys_grants_exactly_what_the_agent_calls_and_carries_remin
         ),
         ("ssm:GetParameter", vec![lock.clone()]),
         ("ssm:DeleteParameter", vec![lock.clone()]),
+        ("ssm:GetParametersByPath", vec![lock.clone()]),
         (
             "kms:Decrypt",
             vec![parameter_key.clone(), queue_key.clone()],

@@ -1,26 +1,29 @@
 //! What happens when a message arrives on a rotation queue, and in full what happens when
-//! it carries a new client secret (SPEC §9):
+//! it carries a new client secret (docs/automatic-rotation.md):
 //!
 //! 1. parse it; a body that is not a notification, or one for a client id no credential
 //!    uses, is left untouched (not deleted, visibility not changed: it reappears for
 //!    whoever it is for) and logged by message id only; the client id is matched before
 //!    any secret is read, so such a message costs no decryption;
-//! 2. claim it: hide it from other receivers while this host works on it;
-//! 3. one completion per app at a time in this process; if every secret parameter of the
-//!    app already holds the new secret (SQS delivers at least once; another host may have
-//!    been first), skip to 7; if SSM already holds a newer secret (the message is older
-//!    than what SSM holds: `machine::completion`), write nothing and delete the message;
+//! 2. work on it (`work.rs`): kept invisible to the other hosts, with the newest receipt,
+//!    for as long as the work lasts; one completion per app at a time in this process;
+//! 3. what SSM holds, in every client secret parameter of the app (this host's and those
+//!    other hosts registered: `machine::completion`): all hold the new secret (SQS
+//!    delivers at least once; another host may have been first) → skip to 7; one holds a
+//!    secret from a later notification → write nothing, delete; one holds a secret
+//!    someone stored after Amazon sent this one → write nothing, keep the message, alert
+//!    a person once, who settles it (`lwa-agent rotate --settle`);
 //! 4. prove the new secret at LWA with the app's refresh token, a few times over minutes
 //!    (LWA may take a moment to know it); a secret LWA still rejects is not written: the
-//!    message stays (hidden for a while, then retried) and a person is alerted;
-//! 5. write it to every secret parameter of the app that does not hold it yet, as
-//!    `put-secret` does (same KMS key, tier and policies);
+//!    message stays (retried every 15 minutes) and a person is alerted;
+//! 5. record where the secret comes from (`fleet::Origin`), then write it to every
+//!    parameter that does not hold it yet, as `put-secret` does (same KMS key, tier and
+//!    lasting policies);
 //! 6. reload the agent's parameters;
 //! 7. report once per fleet: "rotated automatically", with the parameters, their new
-//!    versions and the old secret's expiry (before the delete, so that a kill between the
-//!    two loses no report: the fleet marker keeps a second completion from reporting
-//!    again);
-//! 8. delete the message: only now, with the new secret in SSM.
+//!    versions and the old secret's expiry; a report that did not go out keeps the
+//!    message, so it is sent again when the message reappears;
+//! 8. delete the message: only now, with the new secret in SSM and the report out.
 //!
 //! Any host that receives the message completes it, whether or not it asked Amazon for the
 //! secret: the host that did may have died.
@@ -34,31 +37,50 @@ use secrecy::{ExposeSecret, SecretString};
 use super::apps::{rotation_scope, App};
 use super::machine::{self, outcome, Completion};
 use super::notification::{self, NewSecret, Notification};
-use super::{text, written, Rotator};
-use crate::aws::sqs::{self, Received};
+use super::work::{Finish, Work};
+use super::{text, Rotator};
+use crate::aws::sqs::Received;
 use crate::aws::ssm::{self, Parameter};
 use crate::backoff::Backoff;
 use crate::lwa::exchange::{ExchangeError, GrantKind};
+use crate::rotation::fleet;
+use crate::rotation::notify::Outcome;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
     /// Not for this agent (unknown client id, or not a notification): left untouched.
     Ignored,
-    /// Already being worked on by this process.
+    /// Already being worked on by this process (which now holds the newer receipt).
     Busy,
     /// The new secret is in SSM and the message is deleted; `wrote`: by this host.
     Rotated { wrote: bool, version: i64 },
-    /// SSM already holds a newer secret than the message's: nothing written, the
+    /// SSM already holds a secret from a later notification: nothing written, the
     /// message deleted.
     Stale,
+    /// SSM holds a secret someone stored after Amazon sent this one: nothing written, the
+    /// message stays until a person settles it.
+    Conflict,
     /// LWA rejected the new secret: nothing written, the message stays.
     Rejected,
-    /// Something on the way failed (SSM, LWA unreachable): the message stays and is tried
-    /// again when it reappears.
+    /// Something on the way failed (SSM, LWA unreachable, the report): the message stays
+    /// and is tried again when it reappears.
     Retry(String),
     /// An expiry notification (handled by `request.rs`).
     Expiry,
+}
+
+/// One client secret parameter of the app, as SSM holds it now.
+struct Target {
+    name: String,
+    version: Option<i64>,
+    last_modified: Option<SystemTime>,
+}
+
+/// What SSM holds for a new-secret message: the decision and the parameters it is about.
+struct View {
+    completion: Completion,
+    targets: Vec<Target>,
 }
 
 impl Rotator {
@@ -95,25 +117,16 @@ impl Rotator {
             return Handled::Ignored;
         };
         // One worker per message in this process; SQS may hand it out again meanwhile.
-        let fresh = self
-            .handling
-            .lock()
-            .map(|mut set| set.insert(m.id.clone()))
-            .unwrap_or(false);
-        if !fresh {
+        let Some(work) = self.working.begin(queue, &self.sqs, &m) else {
             return Handled::Busy;
-        }
-        let handled = match notification {
+        };
+        match notification {
             Notification::Expiry(e) => {
-                self.on_expiry(queue, &m, e).await;
+                self.on_expiry(work, e).await;
                 Handled::Expiry
             }
-            Notification::NewSecret(n) => self.on_new_secret(queue, &m, &app, n).await,
-        };
-        if let Ok(mut set) = self.handling.lock() {
-            set.remove(&m.id);
+            Notification::NewSecret(n) => self.on_new_secret(work, &app, n).await,
         }
-        handled
     }
 
     /// Logs an ignored message by id (once at warn, then at debug) and leaves it alone.
@@ -136,23 +149,16 @@ impl Rotator {
         }
     }
 
-    /// Steps 2 to 8 for a new secret of a configured app.
-    async fn on_new_secret(&self, queue: &str, m: &Received, app: &App, n: NewSecret) -> Handled {
+    /// Steps 3 to 8 for a new secret of a configured app.
+    async fn on_new_secret(&self, work: Work, app: &App, n: NewSecret) -> Handled {
         let parameter = app.key_parameter().to_string();
         tracing::info!(
-            message_id = %m.id,
+            message_id = %work.id,
             parameter = %parameter,
             credentials = %app.credentials.join(","),
             old_secret_expires_at = %n.old_secret_expires_at.as_deref().unwrap_or("?"),
             "automatic rotation: a new client secret arrived"
         );
-        // 2. Claimed for the proofs and the writes.
-        let window = machine::proof_window(self.auto().wait_for_secret);
-        if let Err(e) =
-            sqs::hide_for(&self.sqs, queue, &m.receipt, window + machine::WORK_MARGIN).await
-        {
-            tracing::warn!(message_id = %m.id, error = %e, "cannot claim the message; going on (completing twice is harmless)");
-        }
 
         // One completion per app at a time in this process: a second message for the
         // same app (an older or a newer secret) waits, then sees what the first wrote.
@@ -160,72 +166,95 @@ impl Rotator {
         let _completing = lock.lock().await;
 
         // 3. What SSM holds now, and whether this message is still the newest word.
-        let targets = match self.completion(app, &n).await {
-            Ok(Completion::Current) => Vec::new(),
-            Ok(Completion::Stale) => return self.stale(queue, m, &parameter).await,
-            Ok(Completion::Write(targets)) => targets,
-            Err(e) => return self.retry(queue, m, &parameter, e).await,
+        let targets = self.targets(app).await;
+        let view = match self.view(app, &targets, &n).await {
+            Ok(v) => v,
+            Err(e) => return self.retry(work, &parameter, e).await,
         };
         let mut wrote = false;
-        if !targets.is_empty() {
-            // 4. Prove it, with the app's own parameters (read only now that it is known).
-            let values = match self.read_app_values(app).await {
-                Ok(v) => v,
-                Err(e) => return self.retry(queue, m, &parameter, e).await,
-            };
-            match self.prove(app, &n.secret, window, &values).await {
-                Proof::Accepted => {
-                    tracing::info!(parameter = %parameter, "automatic rotation: LWA accepted the new secret");
-                }
-                Proof::Rejected(e) => return self.rejected(queue, m, app, e).await,
-                Proof::Unreachable(e) => {
-                    return self
-                        .retry(queue, m, &parameter, format!("LWA could not be asked: {e}"))
-                        .await
-                }
-            }
-            // 5. Write it, each parameter that does not hold it (re-read: a host may have
-            // written meanwhile).
-            let targets = match self.completion(app, &n).await {
-                Ok(Completion::Current) => Vec::new(),
-                Ok(Completion::Stale) => return self.stale(queue, m, &parameter).await,
-                Ok(Completion::Write(targets)) => targets,
-                Err(e) => return self.retry(queue, m, &parameter, e).await,
-            };
-            for i in targets {
-                let Some(p) = app.secret_parameters.get(i) else {
-                    continue;
+        let view = match view.completion {
+            Completion::Current => view,
+            Completion::Stale => return self.stale(work, app).await,
+            Completion::Conflict(ref at) => return self.conflict(work, app, &n, &view, at).await,
+            Completion::Write(_) => {
+                // 4. Prove it, with the app's own parameters (read only now that it is
+                // known).
+                let values = match self.read_app_values(app).await {
+                    Ok(v) => v,
+                    Err(e) => return self.retry(work, &parameter, e).await,
                 };
-                match ssm::rewrite_secret(&self.ssm, p, &n.secret).await {
-                    Ok(w) => {
-                        wrote = true;
-                        self.count("parameter_written");
-                        tracing::info!(parameter = %p, version = w.version, "automatic rotation: new client secret written to SSM");
-                        for dropped in &w.dropped_policies {
-                            tracing::warn!(parameter = %p, policy = %dropped, "automatic rotation: a parameter policy was not kept with the new secret");
+                let window = machine::proof_window(self.auto().wait_for_secret);
+                match self.prove(app, &n.secret, window, &values).await {
+                    Proof::Accepted => {
+                        tracing::info!(parameter = %parameter, "automatic rotation: LWA accepted the new secret");
+                    }
+                    Proof::Rejected(e) => return self.rejected(work, app, e).await,
+                    Proof::Unreachable(e) => {
+                        let e = format!("LWA could not be asked: {e}");
+                        return self.retry(work, &parameter, e).await;
+                    }
+                }
+                // 5. Look again (a host may have written meanwhile), record the origin,
+                // then write each parameter that does not hold it.
+                let view = match self.view(app, &targets, &n).await {
+                    Ok(v) => v,
+                    Err(e) => return self.retry(work, &parameter, e).await,
+                };
+                let write = match &view.completion {
+                    Completion::Current => Vec::new(),
+                    Completion::Stale => return self.stale(work, app).await,
+                    Completion::Conflict(at) => {
+                        return self.conflict(work, app, &n, &view, at).await
+                    }
+                    Completion::Write(at) => at.clone(),
+                };
+                if !write.is_empty() {
+                    let origin = self
+                        .set_origin(
+                            &self.scope(app),
+                            fleet::fingerprint(&n.secret),
+                            n.published,
+                            n.old_secret_expires_at.clone(),
+                            fleet::source::MESSAGE,
+                        )
+                        .await;
+                    if let Err(e) = origin {
+                        let e = format!("cannot record where the new secret comes from: {e}");
+                        return self.retry(work, &parameter, e).await;
+                    }
+                }
+                for i in write {
+                    let Some(t) = view.targets.get(i) else {
+                        continue;
+                    };
+                    match ssm::rewrite_secret(&self.ssm, &t.name, &n.secret).await {
+                        Ok(w) => {
+                            wrote = true;
+                            self.count("parameter_written");
+                            tracing::info!(parameter = %t.name, version = w.version, "automatic rotation: new client secret written to SSM");
+                            for dropped in &w.dropped_policies {
+                                tracing::warn!(parameter = %t.name, policy = %dropped, "automatic rotation: a parameter policy was not kept with the new secret");
+                            }
                         }
-                        self.note_written(p, &n, w.version).await;
-                    }
-                    Err(e) => {
-                        // The version the rotation is from: what triggers compare with.
-                        let version = values
-                            .get(app.key_parameter())
-                            .map(|v| v.version)
-                            .unwrap_or(0);
-                        return self.write_failed(queue, m, app, &n, p, version, e).await;
+                        Err(e) => {
+                            let name = t.name.clone();
+                            return self.write_failed(work, app, &n, &name, e).await;
+                        }
                     }
                 }
-            }
-            // 6. Reload: the refreshers exchange with the new version at once.
-            if wrote {
-                if let Some(params) = &self.params {
-                    if let Err(e) = params.reload_now(Duration::from_secs(30)).await {
-                        tracing::warn!(error = %e, "parameter reload after the rotation failed; the new secret is picked up on the next read");
+                // 6. Reload: the refreshers exchange with the new version at once.
+                if wrote {
+                    if let Some(params) = &self.params {
+                        if let Err(e) = params.reload_now(Duration::from_secs(30)).await {
+                            tracing::warn!(error = %e, "parameter reload after the rotation failed; the new secret is picked up on the next read");
+                        }
                     }
                 }
+                view
             }
-        }
-        let versions = match self.versions(app).await {
+        };
+        let names: Vec<String> = view.targets.iter().map(|t| t.name.clone()).collect();
+        let versions = match self.versions(&names).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the new versions back");
@@ -253,9 +282,9 @@ impl Rotator {
         .await;
         self.count(if wrote { "rotated" } else { "already_current" });
 
-        // 7. One report per fleet for this version, before the message goes: killed in
-        // between, the host that completes the message again finds the secret in SSM and
-        // reports, and the period's fleet marker keeps it to one report.
+        // 7. One report per fleet for this secret, before the message goes. A report that
+        // did not go out keeps the message: whoever completes it again finds the secret
+        // in SSM and reports then; the claim keeps it to one report.
         let msg = text::rotated(&text::Rotated {
             parameters: &versions,
             credentials: &app.credentials,
@@ -263,17 +292,28 @@ impl Rotator {
             new_secret_expires_at: n.new_secret_expires_at.as_deref(),
             host: &self.host,
         });
-        let sent = self
-            .publish(&parameter, &machine::report_period(version), &msg)
-            .await;
+        let marker = self.scope(app).report(&fleet::fingerprint(&n.secret));
+        let sent = self.publish(&parameter, &marker, &msg).await;
+        let unsent = match &sent {
+            Outcome::Sent | Outcome::SentElsewhere | Outcome::Logged | Outcome::WouldSend => None,
+            Outcome::SendingElsewhere(holder) => {
+                Some(format!("another host is sending the report ({holder})"))
+            }
+            Outcome::Failed(e) => Some(format!("the report could not be sent: {e}")),
+        };
+        if let Some(why) = unsent {
+            tracing::warn!(parameter = %parameter, version, "automatic rotation: the new secret is in SSM; the message stays until its report went out");
+            return self.retry(work, &parameter, why).await;
+        }
 
-        // 8. Only now, with the new secret in SSM.
-        match sqs::delete(&self.sqs, queue, &m.receipt).await {
+        // 8. Only now, with the new secret in SSM and the report out.
+        let id = work.id.clone();
+        match work.finish(Finish::Delete).await {
             Ok(()) => {
-                tracing::info!(message_id = %m.id, "automatic rotation: new-secret message deleted")
+                tracing::info!(message_id = %id, "automatic rotation: new-secret message deleted")
             }
             Err(e) => {
-                tracing::warn!(message_id = %m.id, error = %e, "cannot delete the new-secret message; whoever receives it again finds the secret in SSM and deletes it")
+                tracing::warn!(message_id = %id, error = %e, "cannot delete the new-secret message; whoever receives it again finds the secret in SSM and deletes it")
             }
         }
         tracing::info!(
@@ -286,76 +326,158 @@ impl Rotator {
         Handled::Rotated { wrote, version }
     }
 
-    /// What the message means for the app's secret parameters, from what SSM holds now
-    /// (`machine::completion`).
-    async fn completion(&self, app: &App, n: &NewSecret) -> Result<Completion, String> {
-        let fetched = ssm::fetch(&self.ssm, &app.secret_parameters).await?;
-        let mut held = Vec::with_capacity(app.secret_parameters.len());
-        for p in &app.secret_parameters {
+    /// What the message means for the app's client secret parameters, from what SSM and
+    /// the fleet's origin record hold now (`machine::completion`). A parameter another
+    /// host registered that is no longer in SSM is left out, and its registration removed.
+    async fn view(&self, app: &App, targets: &[String], n: &NewSecret) -> Result<View, String> {
+        let fetched = ssm::fetch(&self.ssm, targets).await?;
+        let origin = self.origin(&self.scope(app)).await;
+        let mut held = Vec::with_capacity(targets.len());
+        let mut kept = Vec::with_capacity(targets.len());
+        for p in targets {
             let current = fetched.parameters.iter().find(|c| &c.name == p);
-            let holds_new =
-                current.is_some_and(|c| c.value.expose_secret() == n.secret.expose_secret());
-            let published = match current {
-                Some(c) if !holds_new => self.written_record(p, c.version).await,
-                _ => None,
-            };
+            let missing = fetched
+                .problems
+                .iter()
+                .any(|(name, why)| name == p && why.starts_with(ssm::NOT_FOUND));
+            if current.is_none() && missing && !app.secret_parameters.contains(p) {
+                self.deregister(app, p).await;
+                continue;
+            }
             held.push(machine::Held {
-                holds_new,
-                published,
+                holds_new: current
+                    .is_some_and(|c| c.value.expose_secret() == n.secret.expose_secret()),
+                origin_published: current.and_then(|c| {
+                    origin
+                        .as_ref()
+                        .and_then(|o| o.published_for(&fleet::fingerprint(&c.value)))
+                }),
+                last_modified: current.and_then(|c| c.last_modified),
+            });
+            kept.push(Target {
+                name: p.clone(),
+                version: current.map(|c| c.version),
                 last_modified: current.and_then(|c| c.last_modified),
             });
         }
-        Ok(machine::completion(&held, n.published))
+        Ok(View {
+            completion: machine::completion(&held, n.published),
+            targets: kept,
+        })
     }
 
-    /// When the secret `parameter` holds at `version` was published, from the record the
-    /// agent that wrote it left (`written.rs`); `None` without one.
-    async fn written_record(&self, parameter: &str, version: i64) -> Option<SystemTime> {
-        let prefix = self.config.rotation.fleet_lock_prefix.as_deref()?;
-        match ssm::marker(&self.ssm, &written::name(prefix, parameter)).await {
-            Ok(record) => record.and_then(|r| written::published(&r, version)),
-            Err(e) => {
-                tracing::debug!(parameter = %parameter, error = %e, "cannot read which message the secret came from; going by SSM's write time");
-                None
-            }
-        }
-    }
-
-    /// Records which message the secret just written came from. A failure is logged, not
-    /// fatal: without the record, SSM's write time is what orders messages.
-    async fn note_written(&self, parameter: &str, n: &NewSecret, version: i64) {
-        let (Some(prefix), Some(published)) = (
-            self.config.rotation.fleet_lock_prefix.as_deref(),
-            n.published,
-        ) else {
-            return;
-        };
-        let record = written::value(published, version, &self.host);
-        if let Err(e) = ssm::set_marker(&self.ssm, &written::name(prefix, parameter), &record).await
-        {
-            tracing::warn!(parameter = %parameter, error = %e, "cannot record which message the new secret came from; an older message completed later is then judged by SSM's write time");
-        }
-    }
-
-    /// SSM already holds a newer secret than this message's: nothing is written, and the
-    /// message is deleted (it can never be the one to complete).
-    async fn stale(&self, queue: &str, m: &Received, parameter: &str) -> Handled {
+    /// SSM already holds a secret from a later notification: nothing is written, and the
+    /// message is deleted (it can never be the one to complete). A conflict this host was
+    /// waiting on is settled by it (a person said SSM's secret is the newest).
+    async fn stale(&self, work: Work, app: &App) -> Handled {
         self.count("message_stale");
         tracing::warn!(
-            message_id = %m.id,
-            parameter = %parameter,
-            "automatic rotation: stale new-secret message: SSM already holds a newer secret; nothing written, the message is deleted"
+            message_id = %work.id,
+            parameter = %app.key_parameter(),
+            "automatic rotation: stale new-secret message: SSM holds a secret from a later notification; nothing written, the message is deleted"
         );
-        if let Err(e) = sqs::delete(&self.sqs, queue, &m.receipt).await {
-            tracing::warn!(message_id = %m.id, error = %e, "cannot delete the stale new-secret message; it is found stale again when it reappears");
+        self.record(&app.credentials, |r| {
+            if r.outcome == outcome::CONFLICT {
+                r.outcome = outcome::SETTLED.into();
+                r.needs_attention = false;
+                r.error = None;
+            }
+        })
+        .await;
+        let id = work.id.clone();
+        if let Err(e) = work.finish(Finish::Delete).await {
+            tracing::warn!(message_id = %id, error = %e, "cannot delete the stale new-secret message; it is found stale again when it reappears");
         }
         Handled::Stale
     }
 
-    async fn versions(&self, app: &App) -> Result<Vec<(String, i64)>, String> {
-        let (metas, _) = ssm::describe(&self.ssm, &app.secret_parameters).await?;
-        Ok(app
-            .secret_parameters
+    /// SSM holds a secret someone stored after Amazon sent this message, and no record
+    /// says which is newer. The message may be the only copy of its secret: it stays,
+    /// nothing is written, and a person is alerted once with both versions and the
+    /// command that settles it.
+    async fn conflict(
+        &self,
+        work: Work,
+        app: &App,
+        n: &NewSecret,
+        view: &View,
+        at: &[usize],
+    ) -> Handled {
+        self.count("message_conflict");
+        let held: Vec<String> = at
+            .iter()
+            .filter_map(|i| view.targets.get(*i))
+            .map(|t| {
+                format!(
+                    "{} version {} (written {})",
+                    t.name,
+                    t.version
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    t.last_modified
+                        .map(|w| humantime::format_rfc3339_seconds(w).to_string())
+                        .unwrap_or_else(|| "?".into())
+                )
+            })
+            .collect();
+        let published = n
+            .published
+            .map(|p| humantime::format_rfc3339_seconds(p).to_string())
+            .unwrap_or_else(|| "?".into());
+        let detail = format!(
+            "message {id} holds the secret Amazon sent at {published} (new secret expires {new}; \
+             the one before it {old}); SSM holds {held}, stored after that and not by the \
+             agent from a later notification",
+            id = work.id,
+            new = n.new_secret_expires_at.as_deref().unwrap_or("?"),
+            old = n.old_secret_expires_at.as_deref().unwrap_or("?"),
+            held = held.join(", "),
+        );
+        tracing::warn!(message_id = %work.id, parameter = %app.key_parameter(), detail = %detail, "automatic rotation: a new secret meets a secret someone else stored after it; nothing written, the message stays until a person settles it");
+        let recorded = detail.clone();
+        self.record(&app.credentials, move |r| {
+            r.outcome = outcome::CONFLICT.into();
+            r.needs_attention = true;
+            r.error = Some(recorded.clone());
+        })
+        .await;
+        let credential = app
+            .credentials
+            .first()
+            .map(String::as_str)
+            .unwrap_or("NAME");
+        let action = format!(
+            "Find out which secret is current (the Developer Console shows when the app's \
+             secrets were made). If what SSM holds is right (a person rotated after Amazon \
+             sent this one), keep it; the message is then deleted:\n  sudo lwa-agent rotate \
+             --credential {credential} --settle ssm\nIf Amazon's is right (an older value was \
+             put back into SSM), write it; the agent proves it at LWA first:\n  sudo \
+             lwa-agent rotate --credential {credential} --settle message\nUntil then the \
+             message stays in {queue} and is looked at again every few minutes (at most \
+             every {minutes}); settle it before the queue's retention drops it, or its \
+             secret is lost.",
+            queue = work.queue(),
+            minutes = machine::REJECTED_RETRY.as_secs() / 60,
+        );
+        self.alert(
+            app,
+            self.scope(app).alert("conflict", &fleet::hash(&work.id)),
+            "Amazon sent a new client secret, but SSM holds a secret stored after it, so the \
+             agent wrote nothing and keeps the message",
+            Some(&detail),
+            &action,
+        )
+        .await;
+        let (id, after) = (work.id.clone(), machine::retry_after(work.receive_count));
+        if let Err(e) = work.finish(Finish::RetryAfter(after)).await {
+            tracing::warn!(message_id = %id, error = %e, "cannot set the message's next look; it reappears when its invisibility runs out");
+        }
+        Handled::Conflict
+    }
+
+    async fn versions(&self, names: &[String]) -> Result<Vec<(String, i64)>, String> {
+        let (metas, _) = ssm::describe(&self.ssm, names).await?;
+        Ok(names
             .iter()
             .filter_map(|p| {
                 metas
@@ -454,24 +576,19 @@ impl Rotator {
 
     /// LWA rejected the new secret: nothing is written, the message stays (hidden for a
     /// while, then it is proved again), and a person is alerted once per message.
-    async fn rejected(&self, queue: &str, m: &Received, app: &App, error: String) -> Handled {
+    async fn rejected(&self, work: Work, app: &App, error: String) -> Handled {
         let parameter = app.key_parameter();
         tracing::error!(
-            message_id = %m.id,
+            message_id = %work.id,
             parameter = %parameter,
             error = %error,
             "automatic rotation: LWA rejects the new secret; nothing written, the message stays in the queue"
         );
         self.count("secret_rejected");
-        if let Err(e) = sqs::hide_for(&self.sqs, queue, &m.receipt, machine::REJECTED_RETRY).await {
-            tracing::warn!(message_id = %m.id, error = %e, "cannot postpone the message's next try");
-        }
-        let version = self
-            .record_of(app)
-            .await
-            .and_then(|r| r.parameter_version)
-            .unwrap_or(0);
-        let recorded = format!("LWA rejected the new secret from message {}: {error}", m.id);
+        let recorded = format!(
+            "LWA rejected the new secret from message {}: {error}",
+            work.id
+        );
         self.record(&app.credentials, move |r| {
             r.outcome = outcome::FAILED.into();
             r.needs_attention = true;
@@ -485,21 +602,26 @@ impl Rotator {
              tries again every {retry} minutes. Check the app in the Developer Console; if the \
              new secret works there, store it by hand: sudo lwa-agent put-secret --credential \
              {cred} --field client_secret",
-            id = m.id,
+            id = work.id,
+            queue = work.queue(),
             retry = machine::REJECTED_RETRY.as_secs() / 60,
             cred = app.credentials.first().map(String::as_str).unwrap_or("NAME"),
         );
         self.alert(
             app,
-            &machine::alert_period(
-                &format!("rejected-{}", crate::rotation::fleet_hash(&m.id)),
-                version,
-            ),
+            self.scope(app).alert("rejected", &fleet::hash(&work.id)),
             "LWA rejected the new client secret Amazon delivered, so nothing was written",
             Some(&error),
             &action,
         )
         .await;
+        let id = work.id.clone();
+        if let Err(e) = work
+            .finish(Finish::RetryAfter(machine::REJECTED_RETRY))
+            .await
+        {
+            tracing::warn!(message_id = %id, error = %e, "cannot postpone the message's next try");
+        }
         Handled::Rejected
     }
 
@@ -508,31 +630,29 @@ impl Rotator {
     /// the queue's retention runs out, which may come before the old secret expires, so the
     /// rotation needs attention until it completes, and a person is alerted once per
     /// message, told the queue and the deadline.
-    #[allow(clippy::too_many_arguments)]
     async fn write_failed(
         &self,
-        queue: &str,
-        m: &Received,
+        work: Work,
         app: &App,
         n: &NewSecret,
         parameter: &str,
-        version: i64,
         error: String,
     ) -> Handled {
         self.count("write_failed");
-        let handled = self.retry(queue, m, parameter, error.clone()).await;
         let recorded = format!(
             "cannot write the new secret from message {} to {parameter}: {error}",
-            m.id
+            work.id
         );
         self.record(&app.credentials, move |r| {
             r.outcome = outcome::FAILED.into();
             r.needs_attention = true;
-            r.parameter_version = Some(version);
             r.error = Some(recorded.clone());
         })
         .await;
-        let within = match (sqs::retention(&self.sqs, queue).await, m.sent_at) {
+        let within = match (
+            crate::aws::sqs::retention(&self.sqs, work.queue()).await,
+            work.sent_at,
+        ) {
             (Ok(keep), Some(sent)) => format!(
                 "before the queue's retention ({}) runs out at {}",
                 humantime::format_duration(keep),
@@ -558,36 +678,36 @@ impl Rotator {
                 .old_secret_expires_at
                 .as_deref()
                 .unwrap_or("Amazon expires it"),
-            id = m.id,
+            id = work.id,
+            queue = work.queue(),
         );
         self.alert(
             app,
-            &machine::alert_period(
-                &format!("write-failed-{}", crate::rotation::fleet_hash(&m.id)),
-                version,
-            ),
+            self.scope(app)
+                .alert("write-failed", &fleet::hash(&work.id)),
             "the new client secret Amazon delivered could not be written to SSM",
             Some(&error),
             &action,
         )
         .await;
-        handled
+        self.retry(work, parameter, error).await
     }
 
     /// The message could not be completed now: it stays in the queue, hidden until its
     /// next try (`machine::retry_after`).
-    async fn retry(&self, queue: &str, m: &Received, parameter: &str, error: String) -> Handled {
+    async fn retry(&self, work: Work, parameter: &str, error: String) -> Handled {
         self.count("message_retry");
-        let after = machine::retry_after(m.receive_count);
+        let after = machine::retry_after(work.receive_count);
         tracing::error!(
-            message_id = %m.id,
+            message_id = %work.id,
             parameter = %parameter,
             error = %error,
             retry_in_seconds = after.as_secs(),
             "automatic rotation: not completed now; the message stays in the queue and is tried again when it reappears"
         );
-        if let Err(e) = sqs::hide_for(&self.sqs, queue, &m.receipt, after).await {
-            tracing::warn!(message_id = %m.id, error = %e, "cannot set the message's next try; it reappears when its claim runs out");
+        let id = work.id.clone();
+        if let Err(e) = work.finish(Finish::RetryAfter(after)).await {
+            tracing::warn!(message_id = %id, error = %e, "cannot set the message's next try; it reappears when its invisibility runs out");
         }
         Handled::Retry(error)
     }

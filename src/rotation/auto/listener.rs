@@ -5,17 +5,21 @@
 //! Invariants: at most one open receive per queue per agent; no busy loop (both loops
 //! here, the daemon's and `lwa-agent rotate`'s, go through one receive round that lasts at
 //! least a second, and `rotate`'s ends at its deadline); an unreachable queue is retried
-//! with capped exponential backoff and jitter, like SSM; each message is worked on in its
-//! own task, so a slow proof does not stop the queue.
+//! with capped exponential backoff and jitter, like SSM; every message of a receive is
+//! worked on at once (the daemon: a task each; `rotate`: all of a batch together), so
+//! none waits out its invisibility behind another's slow proof; every round also
+//! registers this host's parameters until that worked, and sends the outbox's alerts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::apps::App;
 use super::machine::{self, outcome, Waiting};
 use super::Rotator;
 use crate::aws::sqs;
-use crate::aws::ssm;
 use crate::backoff::Backoff;
+use crate::rotation::fleet;
+use crate::rotation::state::AutoRotation;
 
 /// The shortest time between two receives on a queue.
 const MIN_ROUND: Duration = Duration::from_secs(1);
@@ -36,6 +40,10 @@ impl Rotator {
     async fn listen_on(self: Arc<Self>, queue: String, reconciles: bool) {
         tracing::info!(queue = %queue, "automatic rotation: listening for notifications");
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        if reconciles {
+            self.register().await;
+            self.flush_outbox().await;
+        }
         loop {
             let Some(messages) = self
                 .receive_round(&queue, sqs::LONG_POLL, &mut backoff, Duration::MAX)
@@ -52,7 +60,9 @@ impl Rotator {
                 });
             }
             if reconciles {
+                self.register().await;
                 self.reconcile().await;
+                self.flush_outbox().await;
             }
         }
     }
@@ -99,10 +109,10 @@ impl Rotator {
     }
 
     /// Looks at this host's rotations that wait for a new secret: done when SSM holds a
-    /// newer version (whichever host wrote it); failed, with an alert, when the wait ended
-    /// without one.
+    /// newer version that came from a new-secret notification (whichever host wrote it);
+    /// failed, with an alert, when the wait ended without one.
     pub async fn reconcile(&self) {
-        let waiting: Vec<(String, crate::rotation::state::AutoRotation)> = self
+        let waiting: Vec<(String, AutoRotation)> = self
             .records_now()
             .await
             .into_iter()
@@ -111,30 +121,41 @@ impl Rotator {
         if waiting.is_empty() {
             return;
         }
-        let parameters: Vec<String> = waiting
+        let mut names: Vec<String> = Vec::new();
+        for cred in waiting
             .iter()
             .filter_map(|(c, _)| self.config.credential(c))
-            .map(|c| c.client_secret_parameter.clone())
-            .collect();
-        let metas = match ssm::describe(&self.ssm, &parameters).await {
-            Ok((m, _)) => m,
+        {
+            for p in [&cred.client_id_parameter, &cred.client_secret_parameter] {
+                if !names.contains(p) {
+                    names.push(p.clone());
+                }
+            }
+        }
+        let values = match self.read_named(&names).await {
+            Ok(v) => v,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot look at the waiting rotations now");
                 return;
             }
         };
+        let apps = self.apps(&values);
         let now = SystemTime::now();
         for (credential, record) in waiting {
             let Some(cred) = self.config.credential(&credential) else {
                 continue;
             };
-            let Some(meta) = metas
-                .iter()
-                .find(|m| m.name == cred.client_secret_parameter)
-            else {
+            let (Some(app), Some(current)) = (
+                apps.iter().find(|a| a.credentials.contains(&credential)),
+                values.get(&cred.client_secret_parameter),
+            ) else {
                 continue;
             };
-            match machine::reconcile(&record, meta.version, now) {
+            let from_notification = self
+                .origin(&self.scope(app))
+                .await
+                .is_some_and(|o| o.fingerprint == fleet::fingerprint(&current.value));
+            match machine::reconcile(&record, current.version, from_notification, now) {
                 Waiting::Still => {}
                 Waiting::Rotated { version } => {
                     tracing::info!(credential = %credential, version, "automatic rotation: SSM holds the new secret (written by this or another host)");
@@ -148,17 +169,13 @@ impl Rotator {
                 }
                 // A message being worked on right now may be this very secret: give it
                 // until the next round rather than alert about a secret that did come.
-                Waiting::TimedOut if self.busy() => {}
-                Waiting::TimedOut => self.timed_out(&credential, &record).await,
+                Waiting::TimedOut if self.working.any() => {}
+                Waiting::TimedOut => self.timed_out(app, &credential, &record).await,
             }
         }
     }
 
-    fn busy(&self) -> bool {
-        self.handling.lock().map(|h| !h.is_empty()).unwrap_or(false)
-    }
-
-    async fn timed_out(&self, credential: &str, record: &crate::rotation::state::AutoRotation) {
+    async fn timed_out(&self, app: &App, credential: &str, record: &AutoRotation) {
         let version = record.parameter_version.unwrap_or(0);
         let error = format!(
             "no new-secret message arrived within rotation.auto.wait_for_secret ({})",
@@ -173,27 +190,24 @@ impl Rotator {
             r.error = Some(recorded.clone());
         })
         .await;
-        let Some(cred) = self.config.credential(credential) else {
-            return;
-        };
-        let app = super::apps::App {
-            client_id: secrecy::SecretString::from(String::new()),
-            credentials: vec![credential.to_string()],
-            secret_parameters: vec![cred.client_secret_parameter.clone()],
-            prover: None,
-        };
+        let scope = self.scope(app);
+        let replacing = record
+            .replacing
+            .clone()
+            .unwrap_or_else(|| format!("v{version}"));
         let action = format!(
             "Amazon may have made a new secret that never reached the queue. Check that \
              APPLICATION_OAUTH_CLIENT_NEW_SECRET is subscribed to {queue} in the Developer \
              Console and that the queue policy lets SP-API send (docs/automatic-rotation.md). \
              If the message arrives later, any agent still completes it. To ask Amazon again, \
-             delete the marker under rotation.fleet_lock_prefix for version {version} and run: \
-             sudo lwa-agent rotate --credential {credential}",
+             delete the SSM parameter {marker} and run: sudo lwa-agent rotate --credential \
+             {credential}",
             queue = self.auto().new_secret_queue_url,
+            marker = scope.request(&replacing),
         );
         self.alert(
-            &app,
-            &machine::alert_period("no-secret", version),
+            app,
+            scope.alert("no-secret", &replacing),
             "Amazon accepted the rotation request, but no new secret arrived",
             Some(&error),
             &action,
@@ -202,45 +216,95 @@ impl Rotator {
     }
 }
 
+/// What `lwa-agent rotate` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaited {
+    /// The rotation it asked for (or another host asked for).
+    Rotation,
+    /// A conflict settled in favour of what SSM holds: the message deleted.
+    KeptSsm,
+    /// A conflict settled in favour of the message: its secret written.
+    TookMessage,
+}
+
+/// How the wait ended.
+#[derive(Debug)]
+pub enum Waited {
+    Done(Box<AutoRotation>),
+    /// The deadline passed first.
+    TimedOut(String),
+    Failed(String),
+}
+
+impl Awaited {
+    /// What a record written since the wait began says about it.
+    fn ended(self, r: &AutoRotation) -> Option<Waited> {
+        match (self, r.outcome.as_str()) {
+            (Awaited::Rotation | Awaited::TookMessage, outcome::ROTATED)
+            | (Awaited::KeptSsm, outcome::SETTLED) => Some(Waited::Done(Box::new(r.clone()))),
+            (_, outcome::FAILED) if r.needs_attention => Some(Waited::Failed(
+                r.error
+                    .clone()
+                    .unwrap_or_else(|| "the rotation failed".into()),
+            )),
+            (Awaited::Rotation, outcome::CONFLICT) => Some(Waited::Failed(format!(
+                "{}; see the alert for the command that settles it",
+                r.error.clone().unwrap_or_else(|| "a conflict".into())
+            ))),
+            _ => None,
+        }
+    }
+}
+
 impl Rotator {
     /// For `lwa-agent rotate`: receives from the new-secret queue itself (the command must
-    /// work with the agent stopped) and completes what arrives, until `credential`'s
-    /// rotation is done or failed, or `until` passes.
+    /// work with the agent stopped) and completes what arrives, until `credential`'s record
+    /// (written after `since`) says what is `awaited` happened or failed, or `until`
+    /// passes.
     pub async fn receive_until(
         self: &Arc<Self>,
         credential: &str,
+        awaited: Awaited,
+        since: SystemTime,
         until: SystemTime,
-    ) -> Result<crate::rotation::state::AutoRotation, String> {
+    ) -> Waited {
         let queue = self.auto().new_secret_queue_url.clone();
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(20));
+        let fresh = |r: &AutoRotation| {
+            humantime::parse_rfc3339(&r.at).is_ok_and(|at| at + Duration::from_secs(1) >= since)
+        };
         loop {
-            match self.records_now().await.get(credential) {
-                Some(r) if r.outcome == outcome::ROTATED => return Ok(r.clone()),
-                Some(r) if r.outcome == outcome::FAILED && r.needs_attention => {
-                    return Err(r
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| "the rotation failed".into()))
-                }
-                _ => {}
+            if let Some(end) = self
+                .records_now()
+                .await
+                .get(credential)
+                .filter(|r| fresh(r))
+                .and_then(|r| awaited.ended(r))
+            {
+                return end;
             }
             let left = until.duration_since(SystemTime::now()).unwrap_or_default();
             if left.is_zero() {
                 // The wait is over, whatever the record says: one last look, then an answer
                 // (never another round).
                 self.reconcile().await;
-                return match self.records_now().await.get(credential) {
-                    Some(r) if r.outcome == outcome::ROTATED => Ok(r.clone()),
-                    Some(r) if r.outcome == outcome::WAITING => Err(
-                        "no new secret arrived in time; if it arrives later, a running agent \
+                let record = self.records_now().await.get(credential).cloned();
+                if let Some(end) = record
+                    .as_ref()
+                    .filter(|r| fresh(r))
+                    .and_then(|r| awaited.ended(r))
+                {
+                    return end;
+                }
+                return match record {
+                    Some(r) if r.outcome == outcome::FAILED => {
+                        Waited::Failed(r.error.unwrap_or_else(|| "the rotation failed".into()))
+                    }
+                    _ => Waited::TimedOut(
+                        "nothing arrived in time; if it arrives later, a running agent \
                          completes it"
                             .into(),
                     ),
-                    Some(r) => Err(r
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| format!("the rotation ended as `{}`", r.outcome))),
-                    None => Err("no new secret arrived in time".into()),
                 };
             }
             if let Some(messages) = self
@@ -252,12 +316,16 @@ impl Rotator {
                 )
                 .await
             {
-                for m in messages {
-                    self.handle(&queue, m).await;
-                }
+                // All at once: a message must not wait out its invisibility behind
+                // another's proof.
+                futures_util::future::join_all(
+                    messages.into_iter().map(|m| self.handle(&queue, m)),
+                )
+                .await;
             }
             // Another host (or the running agent) may have completed it.
             self.reconcile().await;
+            self.flush_outbox().await;
         }
     }
 }

@@ -39,6 +39,11 @@ pub mod outcome {
     pub const WAITING: &str = "waiting_for_secret";
     pub const ROTATED: &str = "rotated";
     pub const FAILED: &str = "failed";
+    /// A new-secret message meets a secret someone else stored after it: it waits for a
+    /// person (`lwa-agent rotate --settle`).
+    pub const CONFLICT: &str = "conflict";
+    /// A person settled a conflict in favour of what SSM holds; the message is gone.
+    pub const SETTLED: &str = "settled";
 }
 
 /// A process that died between taking the marker and recording Amazon's answer leaves a
@@ -49,7 +54,7 @@ pub const REQUESTING_BOUND: Duration = Duration::from_secs(10 * 60);
 /// Why a trigger does not start a rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skip {
-    /// Younger than `rotate_after`, and no person asked.
+    /// The age trigger, and the secret is younger than `rotate_after`.
     TooYoung,
     /// A rotation of this secret version is already under way (here or, per the state
     /// file, in another process of this host) until the given time.
@@ -93,7 +98,9 @@ fn time(text: Option<&str>) -> Option<SystemTime> {
 }
 
 /// Whether `trigger` starts a rotation of the secret at `version`, `age` old, given this
-/// host's record of the last rotation.
+/// host's record of the last rotation. `rotate_after` is the age trigger's rule only: an
+/// expiry notice is Amazon's word (SSM's age says when a value was stored, not when
+/// Amazon made it), and a person's command is theirs.
 pub fn decide_start(
     trigger: Trigger,
     version: i64,
@@ -115,7 +122,7 @@ pub fn decide_start(
             return Err(Skip::NeedsAttention);
         }
     }
-    if trigger != Trigger::Command && age < rotate_after {
+    if trigger == Trigger::Age && age < rotate_after {
         return Err(Skip::TooYoung);
     }
     Ok(())
@@ -251,10 +258,6 @@ pub fn refresh_token_refused(error: &ExchangeError, with_refresh_token: bool) ->
         && matches!(error, ExchangeError::Auth { code, .. } if code == "invalid_grant")
 }
 
-/// A message is hidden from other hosts while this one works on it: the proof window plus
-/// this margin for the writes.
-pub const WORK_MARGIN: Duration = Duration::from_secs(120);
-
 /// A new secret LWA rejected is tried again after this long (the message stays).
 pub const REJECTED_RETRY: Duration = Duration::from_secs(15 * 60);
 
@@ -272,14 +275,15 @@ pub fn retry_after(receive_count: u32) -> Duration {
 pub struct Held {
     /// It already holds the message's secret.
     pub holds_new: bool,
-    /// When Amazon published the secret it holds, from this agent's fleet-wide record of
-    /// its own write of this very version; `None` when the version was written otherwise
-    /// (`put-secret`, the console, a write whose record was lost).
-    pub published: Option<SystemTime>,
+    /// When Amazon published the notification the secret it holds came from, from the
+    /// fleet's [`Origin`](crate::rotation::fleet::Origin) record when that names this very
+    /// secret; `None` when the secret was stored otherwise (`setup`, `put-secret`, the
+    /// console, a write whose record was lost).
+    pub origin_published: Option<SystemTime>,
     pub last_modified: Option<SystemTime>,
 }
 
-/// How much later than a publish time an SSM write must be to count as newer: Amazon's
+/// How much later than a publish time an SSM write must be to count as later: Amazon's
 /// and the test endpoint's times may be cut to whole seconds.
 pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(1);
 
@@ -289,10 +293,16 @@ pub enum Completion {
     /// Every parameter holds it already (SQS delivers at least once; another host may
     /// have been first): nothing to write, the message is done.
     Current,
-    /// SSM moved on: a parameter that does not hold the message's secret got a newer one
-    /// after Amazon published the message. Writing this older secret (LWA accepts it for
-    /// days) would replace a newer one: nothing is written, the message is done.
+    /// A parameter holds a secret from a later notification: writing this older secret
+    /// (LWA accepts it for days) would replace a newer one. Nothing is written, and the
+    /// message is done.
     Stale,
+    /// These parameters (indices) hold a secret stored by someone else after Amazon sent
+    /// this one: which is newer cannot be told, and the message may be the only copy of
+    /// its secret. Nothing is written, the message stays, and a person decides
+    /// (`lwa-agent rotate --settle`); until then it is looked at again on the
+    /// [`retry_after`] schedule.
+    Conflict(Vec<usize>),
     /// Write these parameters (indices into the given list).
     Write(Vec<usize>),
 }
@@ -300,11 +310,11 @@ pub enum Completion {
 /// What to do with a new secret published at `published`, given where each secret
 /// parameter stands.
 ///
-/// Invariant: an older secret never replaces a newer one. A parameter's secret is newer
-/// when the agent's record of its write says it was published later, or, without such a
-/// record, when SSM wrote the parameter after the message was published. The record
-/// matters when an older message is completed late: its write is then later than the
-/// newer message's publish time, and the newer message must still win.
+/// Invariants: an older secret never replaces a newer one, and a message is done without
+/// a write only when SSM holds its secret, or one from a later notification. A
+/// parameter's secret is from a later notification when its origin record says so; a
+/// secret with no origin that SSM stored after the message was published (a `put-secret`
+/// of an old value, a console write) is a conflict, never a reason to drop the message.
 pub fn completion(held: &[Held], published: Option<SystemTime>) -> Completion {
     let needed: Vec<usize> = (0..held.len()).filter(|i| !held[*i].holds_new).collect();
     if needed.is_empty() {
@@ -314,41 +324,73 @@ pub fn completion(held: &[Held], published: Option<SystemTime>) -> Completion {
         // No publish time to compare with: the message is the only word there is.
         return Completion::Write(needed);
     };
-    let moved_on = needed.iter().any(|i| match held[*i].published {
-        Some(theirs) => theirs > published,
-        None => held[*i]
-            .last_modified
-            .is_some_and(|t| t > published + CLOCK_TOLERANCE),
-    });
-    if moved_on {
-        Completion::Stale
-    } else {
-        Completion::Write(needed)
+    let later = needed
+        .iter()
+        .any(|i| held[*i].origin_published.is_some_and(|t| t > published));
+    if later {
+        return Completion::Stale;
     }
+    let conflicts: Vec<usize> = needed
+        .iter()
+        .copied()
+        .filter(|i| {
+            held[*i].origin_published.is_none()
+                && held[*i]
+                    .last_modified
+                    .is_some_and(|t| t > published + CLOCK_TOLERANCE)
+        })
+        .collect();
+    if conflicts.is_empty() {
+        Completion::Write(needed)
+    } else {
+        Completion::Conflict(conflicts)
+    }
+}
+
+/// Why an expiry notification starts nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replaced {
+    /// Amazon published it before SSM got the secret it holds now.
+    PublishedBeforeTheWrite,
+    /// It announces the end of the secret the current one replaced (its 7-day clock).
+    OldSecretsClock,
 }
 
 /// What an expiry notification for a configured app asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExpiryAction {
-    /// The secret parameter changed after Amazon published the notification: it is about
-    /// a secret already replaced.
-    Stale,
-    /// The secret is younger than `rotate_after`: the agent does not rotate on its own (a
-    /// person decides), but says so.
-    TooYoung,
+    /// It is about a secret already replaced.
+    Replaced(Replaced),
+    /// Rotate, whatever the secret's age in SSM.
     Rotate,
 }
 
+/// An expiry notice published at `published`, announcing the end at `announced`, about
+/// the app whose key parameter SSM last wrote at `written`; `old_secret_expiry` is the
+/// `oldClientSecretExpiryTime` of the new-secret notification the current value came
+/// from, when it came from one.
+///
+/// Invariant: only a notice about a replaced secret starts nothing; `rotate_after` has
+/// no say. A notice published about when SSM was written counts as after the write: an
+/// extra rotation is harmless, a missed one is the outage.
 pub fn expiry_action(
     published: Option<SystemTime>,
-    last_modified: SystemTime,
-    age: Duration,
-    rotate_after: Duration,
+    written: SystemTime,
+    announced: Option<SystemTime>,
+    old_secret_expiry: Option<SystemTime>,
 ) -> ExpiryAction {
-    if published.is_some_and(|p| last_modified > p) {
-        ExpiryAction::Stale
-    } else if age < rotate_after {
-        ExpiryAction::TooYoung
+    if published.is_some_and(|p| p + CLOCK_TOLERANCE < written) {
+        return ExpiryAction::Replaced(Replaced::PublishedBeforeTheWrite);
+    }
+    let same_clock = match (announced, old_secret_expiry) {
+        (Some(a), Some(o)) => {
+            let gap = a.duration_since(o).or_else(|e| Ok::<_, ()>(e.duration()));
+            gap.is_ok_and(|g| g <= CLOCK_TOLERANCE)
+        }
+        _ => false,
+    };
+    if same_clock {
+        ExpiryAction::Replaced(Replaced::OldSecretsClock)
     } else {
         ExpiryAction::Rotate
     }
@@ -366,10 +408,20 @@ pub enum Waiting {
     TimedOut,
 }
 
-pub fn reconcile(record: &AutoRotation, current_version: i64, now: SystemTime) -> Waiting {
-    if record
-        .parameter_version
-        .is_some_and(|v| current_version > v)
+/// `from_notification`: the secret SSM holds now came from a new-secret notification (its
+/// origin record names it). A newer version written otherwise (a `put-secret` while the
+/// rotation waits) is not the rotation's secret: it still waits, and the message, when
+/// it comes, is a conflict for a person.
+pub fn reconcile(
+    record: &AutoRotation,
+    current_version: i64,
+    from_notification: bool,
+    now: SystemTime,
+) -> Waiting {
+    if from_notification
+        && record
+            .parameter_version
+            .is_some_and(|v| current_version > v)
     {
         return Waiting::Rotated {
             version: current_version,
@@ -381,20 +433,12 @@ pub fn reconcile(record: &AutoRotation, current_version: i64, now: SystemTime) -
     }
 }
 
-/// The fleet marker's period for asking Amazon to rotate the secret at `version`.
-pub fn request_period(version: i64) -> String {
-    format!("auto-v{version}")
-}
+/// While a host works on a message, it renews the message's invisibility this often…
+pub const KEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// The period of the one "rotated automatically" report for the secret at `version`.
-pub fn report_period(version: i64) -> String {
-    format!("auto-rotated-v{version}")
-}
-
-/// The period of one alert (`what`: rejected, timed out, …) about the secret at `version`.
-pub fn alert_period(what: &str, version: i64) -> String {
-    format!("auto-{what}-v{version}")
-}
+/// …for this long each time (SQS's default visibility): a host that dies lets the
+/// message reappear for the others within this.
+pub const KEEP_FOR: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
@@ -422,9 +466,18 @@ mod tests {
             decide_start(Trigger::Age, 1, 149 * DAY, after, None, now),
             Err(Skip::TooYoung)
         );
+        // Amazon's expiry notice is not an age: a secret stored yesterday (by `setup`)
+        // may be months old.
         assert_eq!(
-            decide_start(Trigger::ExpiryNotification, 1, 149 * DAY, after, None, now),
-            Err(Skip::TooYoung)
+            decide_start(
+                Trigger::ExpiryNotification,
+                1,
+                Duration::ZERO,
+                after,
+                None,
+                now
+            ),
+            Ok(())
         );
         assert_eq!(
             decide_start(Trigger::Age, 1, 151 * DAY, after, None, now),
@@ -653,22 +706,44 @@ mod tests {
     }
 
     #[test]
-    fn expiry_notifications_about_replaced_or_young_secrets_do_not_rotate() {
+    fn an_expiry_notice_rotates_whatever_the_age_unless_it_is_about_a_replaced_secret() {
         let now = SystemTime::now();
+        let announced = Some(now + 7 * DAY);
+        // Stored a minute ago (setup), announced now: rotate.
         assert_eq!(
-            expiry_action(Some(now - DAY), now, Duration::ZERO, DAY),
-            ExpiryAction::Stale
-        );
-        assert_eq!(
-            expiry_action(Some(now), now - DAY, 2 * Duration::from_secs(3600), DAY),
-            ExpiryAction::TooYoung
-        );
-        assert_eq!(
-            expiry_action(Some(now), now - 200 * DAY, 200 * DAY, DAY),
+            expiry_action(Some(now), now - Duration::from_secs(60), announced, None),
             ExpiryAction::Rotate
         );
+        assert_eq!(expiry_action(None, now, None, None), ExpiryAction::Rotate);
+        // Published before SSM got the value it holds: about the value before.
         assert_eq!(
-            expiry_action(None, now - 200 * DAY, 200 * DAY, DAY),
+            expiry_action(Some(now - DAY), now, announced, None),
+            ExpiryAction::Replaced(Replaced::PublishedBeforeTheWrite)
+        );
+        // Published in the same second as the write: counts as after it.
+        assert_eq!(
+            expiry_action(Some(now), now + Duration::from_millis(900), announced, None),
+            ExpiryAction::Rotate
+        );
+        // After a rotation Amazon announces the replaced secret's 7-day clock: the time it
+        // names is the new-secret notification's oldClientSecretExpiryTime.
+        assert_eq!(
+            expiry_action(Some(now), now - DAY, announced, announced),
+            ExpiryAction::Replaced(Replaced::OldSecretsClock)
+        );
+        assert_eq!(
+            expiry_action(
+                Some(now),
+                now - DAY,
+                announced,
+                announced.map(|t| t + Duration::from_millis(500))
+            ),
+            ExpiryAction::Replaced(Replaced::OldSecretsClock),
+            "the same time written with other precision"
+        );
+        // Another clock (this secret's own 180 days): rotate.
+        assert_eq!(
+            expiry_action(Some(now), now - DAY, announced, Some(now - DAY)),
             ExpiryAction::Rotate
         );
     }
@@ -698,10 +773,10 @@ mod tests {
         assert_eq!(retry_after(u32::MAX), REJECTED_RETRY);
     }
 
-    fn held(holds_new: bool, published: Option<SystemTime>, modified: SystemTime) -> Held {
+    fn held(holds_new: bool, origin: Option<SystemTime>, modified: SystemTime) -> Held {
         Held {
             holds_new,
-            published,
+            origin_published: origin,
             last_modified: Some(modified),
         }
     }
@@ -728,37 +803,18 @@ mod tests {
             completion(&[held(false, None, t + min)], None),
             Completion::Write(vec![0])
         );
+        // A secret from an earlier notification is replaced, whenever it was written.
+        assert_eq!(
+            completion(&[held(false, Some(t - min), t + min)], Some(t)),
+            Completion::Write(vec![0])
+        );
     }
 
     #[test]
     fn an_older_message_never_replaces_a_newer_secret() {
         let published = SystemTime::now();
         let min = Duration::from_secs(60);
-        // SSM moved on after the message was published (a newer rotation, a put-secret).
-        assert_eq!(
-            completion(&[held(false, None, published + min)], Some(published)),
-            Completion::Stale
-        );
-        // One parameter that moved on is enough: nothing is written anywhere.
-        assert_eq!(
-            completion(
-                &[
-                    held(false, None, published - min),
-                    held(false, None, published + min)
-                ],
-                Some(published)
-            ),
-            Completion::Stale
-        );
-        // A write in the same second as a publish cut to whole seconds is not newer.
-        assert_eq!(
-            completion(
-                &[held(false, None, published + Duration::from_millis(900))],
-                Some(published)
-            ),
-            Completion::Write(vec![0])
-        );
-        // The agent's record says the secret SSM holds was published later: stale.
+        // The origin record says the secret SSM holds came from a later notification.
         assert_eq!(
             completion(
                 &[held(false, Some(published + min), published + 2 * min)],
@@ -766,12 +822,54 @@ mod tests {
             ),
             Completion::Stale
         );
+        // One such parameter is enough: nothing is written anywhere.
+        assert_eq!(
+            completion(
+                &[
+                    held(false, None, published - min),
+                    held(false, Some(published + min), published + min)
+                ],
+                Some(published)
+            ),
+            Completion::Stale
+        );
+    }
+
+    #[test]
+    fn a_secret_stored_by_someone_else_after_the_message_is_a_conflict_not_a_drop() {
+        let published = SystemTime::now();
+        let min = Duration::from_secs(60);
+        // SSM got a value with no origin after Amazon sent this one (a put-secret of the
+        // old value, a console write): which is newer is unknown, the message stays.
+        assert_eq!(
+            completion(&[held(false, None, published + min)], Some(published)),
+            Completion::Conflict(vec![0])
+        );
+        assert_eq!(
+            completion(
+                &[
+                    held(true, None, published + min),
+                    held(false, None, published - min),
+                    held(false, None, published + min)
+                ],
+                Some(published)
+            ),
+            Completion::Conflict(vec![2])
+        );
+        // A write in the same second as a publish cut to whole seconds is not later.
+        assert_eq!(
+            completion(
+                &[held(false, None, published + Duration::from_millis(900))],
+                Some(published)
+            ),
+            Completion::Write(vec![0])
+        );
     }
 
     #[test]
     fn a_newer_message_wins_over_an_older_one_completed_late() {
         // The older message's secret was written after the newer one was published: by
-        // write time alone the newer message would look stale; the record says otherwise.
+        // write time alone the newer message would look stale; the origin says otherwise.
         let newer = SystemTime::now();
         let older = newer - Duration::from_secs(120);
         let written_late = newer + Duration::from_secs(30);
@@ -797,23 +895,13 @@ mod tests {
     fn a_waiting_record_becomes_rotated_or_timed_out() {
         let now = SystemTime::now();
         let waiting = record(outcome::WAITING, 3, now);
-        assert_eq!(reconcile(&waiting, 3, now), Waiting::Still);
-        assert_eq!(reconcile(&waiting, 4, now), Waiting::Rotated { version: 4 });
-        assert_eq!(reconcile(&waiting, 3, now + DAY), Waiting::TimedOut);
-    }
-
-    #[test]
-    fn marker_periods_differ_per_purpose_and_version() {
-        let all = [
-            request_period(1),
-            request_period(2),
-            report_period(1),
-            alert_period("rejected", 1),
-        ];
-        for (i, a) in all.iter().enumerate() {
-            for b in &all[i + 1..] {
-                assert_ne!(a, b);
-            }
-        }
+        assert_eq!(reconcile(&waiting, 3, true, now), Waiting::Still);
+        assert_eq!(
+            reconcile(&waiting, 4, true, now),
+            Waiting::Rotated { version: 4 }
+        );
+        assert_eq!(reconcile(&waiting, 3, true, now + DAY), Waiting::TimedOut);
+        // A version someone else wrote while the rotation waits is not its secret.
+        assert_eq!(reconcile(&waiting, 4, false, now), Waiting::Still);
     }
 }

@@ -8,7 +8,7 @@
 
 use std::time::SystemTime;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub const NEW_SECRET: &str = "APPLICATION_OAUTH_CLIENT_NEW_SECRET";
@@ -109,7 +109,10 @@ struct Payload {
 #[serde(rename_all = "camelCase")]
 struct RawNewSecret {
     client_id: Option<String>,
-    new_client_secret: Option<String>,
+    /// Straight into a `SecretString`: every path that drops it, an error half-way
+    /// through the body included, zeroizes it.
+    #[serde(default, deserialize_with = "secret_field")]
+    new_client_secret: Option<SecretString>,
     new_client_secret_expiry_time: Option<String>,
     old_client_secret_expiry_time: Option<String>,
 }
@@ -127,6 +130,35 @@ struct RawExpiry {
 struct Metadata {
     publish_time: Option<String>,
     notification_id: Option<String>,
+}
+
+/// Deserializes a string field into a `SecretString` without a plain `String` copy that
+/// would be dropped unzeroized. (serde_json's own scratch buffer for a string with escapes
+/// is out of reach; the body it parses from is itself a `SecretString`.)
+fn secret_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    struct Secret;
+    impl<'de> serde::de::Visitor<'de> for Secret {
+        type Value = Option<SecretString>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(v)))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(v)))
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(Secret)
+        }
+    }
+    d.deserialize_option(Secret)
 }
 
 /// An RFC 3339 time with any offset (Amazon writes `Z`, but an offset is valid too).
@@ -165,16 +197,18 @@ pub fn parse(body: &str) -> Result<Notification, ParseError> {
                 "payload.applicationOAuthClientNewSecret",
             ))?;
             let client_id = present(raw.client_id).ok_or(ParseError::Missing("clientId"))?;
-            let secret =
-                present(raw.new_client_secret).ok_or(ParseError::Missing("newClientSecret"))?;
-            if secret.chars().any(char::is_whitespace) {
+            let secret = raw
+                .new_client_secret
+                .filter(|s| !s.expose_secret().trim().is_empty())
+                .ok_or(ParseError::Missing("newClientSecret"))?;
+            if secret.expose_secret().chars().any(char::is_whitespace) {
                 // A secret is one token; whitespace means a broken message, not a secret
                 // to store.
                 return Err(ParseError::Missing("newClientSecret without whitespace"));
             }
             Ok(Notification::NewSecret(NewSecret {
                 client_id,
-                secret: SecretString::from(secret),
+                secret,
                 new_secret_expires_at: present(raw.new_client_secret_expiry_time)
                     .map(|t| clean(&t, 64)),
                 old_secret_expires_at: present(raw.old_client_secret_expiry_time)
@@ -205,7 +239,6 @@ pub fn parse(body: &str) -> Result<Notification, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     const NEW: &str = r#"{"notificationVersion": "1.0", "notificationType": "APPLICATION_OAUTH_CLIENT_NEW_SECRET",
  "payloadVersion": "2023-11-30", "eventTime": "2026-05-01T10:00:00.000Z",

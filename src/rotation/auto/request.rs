@@ -4,8 +4,10 @@
 //! Amazon then delivers the new secret to the queue, where `complete.rs` takes over,
 //! on whichever host receives it.
 //!
-//! Invariants: the marker is created before the call, so one host, once, asks for each
-//! secret version; it is given back only when no secret can have been made (nothing was
+//! Invariants: the marker (`fleet::AppScope::request`, named by the app and the
+//! fingerprint of the secret being replaced) is created before the call, so one host of
+//! the fleet, once, asks to replace each secret, whatever its config calls the
+//! parameters; it is given back only when no secret can have been made (nothing was
 //! asked, or Amazon refused), so a later trigger may try again without risking a second
 //! secret; the state file says `requesting`, then `waiting_for_secret`, so a restart
 //! neither repeats nor forgets the request.
@@ -15,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::apps::App;
-use super::machine::{self, outcome, Ending, Event, Skip, Step, Trigger};
+use super::machine::{self, outcome, Ending, Event, ExpiryAction, Skip, Step, Trigger};
 use super::notification::Expiry;
+use super::work::{Finish, Work};
 use super::Rotator;
-use crate::aws::sqs::{self, Received};
 use crate::aws::ssm::{self, Parameter};
+use crate::rotation::fleet;
 
 /// Which app a trigger is about.
 #[derive(Debug, Clone, Copy)]
@@ -61,12 +64,15 @@ impl Requested {
     }
 }
 
-/// The app, its current values, its key parameter's version and age.
+/// The app, its current values, its key parameter's version, age and secret.
 pub(super) struct Subject {
     pub app: App,
     pub values: HashMap<String, Parameter>,
     pub version: i64,
     pub last_modified: SystemTime,
+    /// `fleet::fingerprint` of the secret the key parameter holds: the one a rotation
+    /// replaces.
+    pub fingerprint: String,
 }
 
 impl Rotator {
@@ -102,11 +108,16 @@ impl Rotator {
             .into_iter()
             .next()
             .ok_or_else(|| format!("{} is not in SSM", app.key_parameter()))?;
+        let fingerprint = values
+            .get(app.key_parameter())
+            .map(|p| fleet::fingerprint(&p.value))
+            .ok_or_else(|| format!("{} could not be read from SSM", app.key_parameter()))?;
         Ok(Subject {
             app,
             values,
             version: meta.version,
             last_modified: meta.last_modified.unwrap_or_else(SystemTime::now),
+            fingerprint,
         })
     }
 
@@ -177,6 +188,7 @@ impl Rotator {
             app,
             values,
             version,
+            fingerprint,
             ..
         } = subject;
         let parameter = app.key_parameter().to_string();
@@ -187,43 +199,40 @@ impl Rotator {
             credentials = %app.credentials.join(","),
             "automatic rotation: asking Amazon for a new client secret"
         );
+        let replacing = fingerprint.clone();
         self.record(&app.credentials, move |r| {
             *r = crate::rotation::state::AutoRotation {
                 outcome: outcome::REQUESTING.into(),
                 trigger: trigger.label().into(),
                 parameter_version: Some(version),
+                replacing: Some(replacing.clone()),
                 ..Default::default()
             };
         })
         .await;
-        let marker = self.request_marker(&app, version);
+        let marker = self.scope(&app).request(&fingerprint);
         let (mut machine, mut step) = machine::Request::first();
         let ending = loop {
             let event = match step {
-                Step::TakeMarker => match &marker {
-                    None => Event::MarkerError(
-                        "rotation.fleet_lock_prefix is not set: automatic rotation needs it".into(),
-                    ),
-                    Some(name) => {
-                        let value = format!(
-                            "{} {} {}",
-                            self.host,
-                            humantime::format_rfc3339_seconds(SystemTime::now()),
-                            trigger.label()
-                        );
-                        match ssm::create_marker(&self.ssm, name, &value).await {
-                            Ok(true) => Event::MarkerTaken,
-                            Ok(false) => Event::MarkerHeld(
-                                ssm::marker(&self.ssm, name)
-                                    .await
-                                    .ok()
-                                    .flatten()
-                                    .unwrap_or_else(|| "another host".into()),
-                            ),
-                            Err(e) => Event::MarkerError(e),
-                        }
+                Step::TakeMarker => {
+                    let value = format!(
+                        "{} {} {}",
+                        self.host,
+                        humantime::format_rfc3339_seconds(SystemTime::now()),
+                        trigger.label()
+                    );
+                    match ssm::create_marker(&self.ssm, &marker, &value).await {
+                        Ok(true) => Event::MarkerTaken,
+                        Ok(false) => Event::MarkerHeld(
+                            ssm::marker(&self.ssm, &marker)
+                                .await
+                                .ok()
+                                .flatten()
+                                .unwrap_or_else(|| "another host".into()),
+                        ),
+                        Err(e) => Event::MarkerError(e),
                     }
-                },
+                }
                 Step::GetToken => {
                     Event::Token(self.grantless_token(&app, &values).await.map(|_| ()))
                 }
@@ -264,7 +273,7 @@ impl Rotator {
             step = machine.next(event);
         };
         let result = self
-            .finish(&app, version, trigger, marker.as_deref(), ending)
+            .finish(&app, version, &fingerprint, trigger, &marker, ending)
             .await;
         if let Ok(mut set) = self.in_flight.lock() {
             set.remove(&parameter);
@@ -293,8 +302,9 @@ impl Rotator {
         &self,
         app: &App,
         version: i64,
+        fingerprint: &str,
         trigger: Trigger,
-        marker: Option<&str>,
+        marker: &str,
         ending: Ending,
     ) -> Requested {
         let parameter = app.key_parameter();
@@ -318,7 +328,7 @@ impl Rotator {
                 }
             }
             Ending::OtherHost(holder) => {
-                tracing::info!(parameter = %parameter, marker = %marker.unwrap_or(""), holder = %holder, "automatic rotation: another host asked Amazon for this secret version");
+                tracing::info!(parameter = %parameter, marker = %marker, holder = %holder, "automatic rotation: another host asked Amazon to replace this secret");
                 self.count("rotate_skipped_by_fleet_lock");
                 self.waiting(app, version, None).await;
                 Requested::OtherHost(holder)
@@ -326,10 +336,8 @@ impl Rotator {
             Ending::Failed { error, give_back } => {
                 tracing::error!(parameter = %parameter, error = %error, trigger = trigger.label(), "automatic rotation: no new secret was requested");
                 if give_back {
-                    if let Some(m) = marker {
-                        if let Err(e) = ssm::delete_marker(&self.ssm, m).await {
-                            tracing::error!(error = %e, "cannot give the rotation marker back");
-                        }
+                    if let Err(e) = ssm::delete_marker(&self.ssm, marker).await {
+                        tracing::error!(error = %e, "cannot give the rotation marker back");
                     }
                 }
                 let recorded = error.clone();
@@ -341,7 +349,7 @@ impl Rotator {
                 .await;
                 self.alert(
                     app,
-                    &machine::alert_period("request-failed", version),
+                    self.scope(app).alert("request-failed", fingerprint),
                     "Amazon was not asked for a new secret, or refused; nothing changed",
                     Some(&error),
                     "Fix the cause named in the error. The next rotation check tries again; to \
@@ -355,20 +363,17 @@ impl Rotator {
 
     /// What a dry run would do.
     async fn plan(&self, subject: &Subject) -> String {
-        let marker = self.request_marker(&subject.app, subject.version);
-        let holder = match &marker {
-            Some(m) => match ssm::marker(&self.ssm, m).await {
-                Ok(Some(v)) => format!("held by {v}: no call would be made"),
-                Ok(None) => "free".to_string(),
-                Err(e) => format!("unreadable ({e})"),
-            },
-            None => "not configured".to_string(),
+        let marker = self.scope(&subject.app).request(&subject.fingerprint);
+        let holder = match ssm::marker(&self.ssm, &marker).await {
+            Ok(Some(v)) => format!("held by {v}: no call would be made"),
+            Ok(None) => "free".to_string(),
+            Err(e) => format!("unreadable ({e})"),
         };
         format!(
             "would take the fleet marker {} ({holder}), get a grantless LWA token with scope \
              {}, POST {}, wait up to {} for the new secret on {}, prove it at LWA, and write it \
              to {} (version {} now)",
-            marker.as_deref().unwrap_or("-"),
+            marker,
             crate::lwa::app_management::ROTATION_SCOPE,
             self.app_management.url(),
             humantime::format_duration(self.auto().wait_for_secret),
@@ -378,85 +383,69 @@ impl Rotator {
         )
     }
 
-    /// An expiry notification for a configured app: rotate when the secret is due,
-    /// otherwise say why not. The message is deleted once the notification is acted on
-    /// (a rotation was asked for, or is already under way, or is not for this secret); it
-    /// stays when the request failed, so that it is tried again when it reappears.
-    pub(super) async fn on_expiry(self: &Arc<Self>, queue: &str, m: &Received, e: Expiry) {
+    /// An expiry notification for a configured app: Amazon's word that the secret ends,
+    /// so it starts a rotation whatever the parameter's age in SSM (SSM's age says when a
+    /// value was stored, not when Amazon made it), unless it is about a secret already
+    /// replaced (`machine::expiry_action`). The message is deleted once acted on (a
+    /// rotation was asked for, is under way, or was not needed); it stays when the
+    /// request failed, so that it is tried again.
+    pub(super) async fn on_expiry(self: &Arc<Self>, work: Work, e: Expiry) {
         let subject = match self.subject(Target::ClientId(&e.client_id)).await {
             Ok(s) => s,
             Err(err) => {
-                tracing::warn!(message_id = %m.id, error = %err, "expiry notification left in the queue: cannot look at the secret now");
+                tracing::warn!(message_id = %work.id, error = %err, "expiry notification left in the queue: cannot look at the secret now");
+                let after = machine::retry_after(work.receive_count);
+                let _ = work.finish(Finish::RetryAfter(after)).await;
                 return;
             }
         };
-        // Claimed for as long as a request may take (three calls a minute apart).
-        let _ = sqs::hide_for(&self.sqs, queue, &m.receipt, Duration::from_secs(300)).await;
-        let now = SystemTime::now();
-        let age = now
-            .duration_since(subject.last_modified)
-            .unwrap_or_default();
         let parameter = subject.app.key_parameter().to_string();
         tracing::info!(
-            message_id = %m.id,
+            message_id = %work.id,
             parameter = %parameter,
             expires_at = %e.expires_at.as_deref().unwrap_or("?"),
             reason = %e.reason.as_deref().unwrap_or("?"),
             "automatic rotation: Amazon announced the client secret's expiry"
         );
-        let done = match machine::expiry_action(
+        let origin = self.origin(&self.scope(&subject.app)).await;
+        // The notification the current value came from, when it came from one.
+        let old_secret_expiry = origin
+            .filter(|o| o.fingerprint == subject.fingerprint)
+            .and_then(|o| o.old_secret_expires_at)
+            .and_then(|t| fleet::parse_time(&t));
+        let action = machine::expiry_action(
             e.published,
             subject.last_modified,
-            age,
-            self.auto().rotate_after,
-        ) {
-            machine::ExpiryAction::Stale => {
-                tracing::info!(message_id = %m.id, parameter = %parameter, "the expiry notification is about a secret already replaced");
+            e.expires_at.as_deref().and_then(fleet::parse_time),
+            old_secret_expiry,
+        );
+        let done = match action {
+            ExpiryAction::Replaced(why) => {
+                self.count("expiry_message_replaced");
+                tracing::info!(message_id = %work.id, parameter = %parameter, why = ?why, "automatic rotation: the expiry notification is about a secret already replaced; nothing to do");
                 true
             }
-            machine::ExpiryAction::TooYoung => {
-                let what = format!(
-                    "Amazon says the client secret expires at {} ({}), but {parameter} is \
-                     younger than rotation.auto.rotate_after, so the agent did not rotate it \
-                     on its own",
-                    e.expires_at.as_deref().unwrap_or("?"),
-                    e.reason.as_deref().unwrap_or("no reason given"),
-                );
-                let app = &subject.app;
-                let action = format!(
-                    "If the secret in SSM is the one that expires, rotate now: sudo lwa-agent \
-                     rotate --credential {}",
-                    app.credentials
-                        .first()
-                        .map(String::as_str)
-                        .unwrap_or("NAME")
-                );
-                self.alert(
-                    app,
-                    &machine::alert_period("expiry-young", subject.version),
-                    &what,
-                    None,
-                    &action,
-                )
-                .await;
-                true
-            }
-            machine::ExpiryAction::Rotate => {
+            ExpiryAction::Rotate => {
                 // In this message's own task, so that the message is deleted only once the
                 // request got somewhere.
                 let outcome = self
                     .start(subject, Trigger::ExpiryNotification, false, false)
                     .await;
-                tracing::info!(message_id = %m.id, parameter = %parameter, outcome = %outcome.label(), "automatic rotation: expiry notification handled");
+                tracing::info!(message_id = %work.id, parameter = %parameter, outcome = %outcome.label(), "automatic rotation: expiry notification handled");
                 !matches!(outcome, Requested::Failed(_))
             }
         };
-        if done {
-            match sqs::delete(&self.sqs, queue, &m.receipt).await {
-                Ok(()) => self.count("expiry_message_done"),
-                Err(err) => {
-                    tracing::warn!(message_id = %m.id, error = %err, "cannot delete the expiry notification")
-                }
+        let (id, after) = (work.id.clone(), machine::retry_after(work.receive_count));
+        let finish = if done {
+            Finish::Delete
+        } else {
+            Finish::RetryAfter(after)
+        };
+        match work.finish(finish).await {
+            Ok(()) if done => self.count("expiry_message_done"),
+            Ok(()) => {}
+            Err(err) => {
+                tracing::warn!(message_id = %id, error = %err, "cannot finish the expiry notification; it reappears and is looked at again")
             }
         }
     }

@@ -59,7 +59,7 @@ pub fn rotated(r: &Rotated) -> Message {
             MAX_SMS,
         ),
         email,
-        severity: "info",
+        severity: "info".into(),
     }
 }
 
@@ -113,7 +113,7 @@ pub fn alert(a: &Alert) -> Message {
             MAX_SMS,
         ),
         email,
-        severity: "alert",
+        severity: "alert".into(),
     }
 }
 
@@ -195,7 +195,7 @@ pub fn reminder(r: &Reminder, built: Message, plan: &Plan) -> Message {
                     ),
                     MAX_SMS,
                 ),
-                severity: "info",
+                severity: "info".into(),
             }
         }
     }

@@ -42,6 +42,9 @@ pub struct AppSettings {
     pub new_secret_valid: bool,
     /// How long after the 204 the notification is sent.
     pub send_delay: Duration,
+    /// Where Amazon's expiry notice for the replaced secret goes, as it may send one after
+    /// a rotation (the replaced secret's 7-day clock); `None`: not sent.
+    pub expiry_queue_url: Option<String>,
 }
 
 /// One call as answered.
@@ -51,6 +54,8 @@ pub struct Call {
     pub status: u16,
     /// The new secret made by this call (204 only).
     pub new_secret: Option<String>,
+    /// When the replaced secret stops working, as the notification says (204 only).
+    pub old_secret_expires: Option<SystemTime>,
 }
 
 #[derive(Clone)]
@@ -136,7 +141,16 @@ pub fn new_secret_notification_published(
 
 /// The notification body Amazon sends ahead of a secret's expiry.
 pub fn expiry_notification(client_id: &str, expiry: SystemTime) -> String {
-    let now = rfc3339(SystemTime::now());
+    expiry_notification_published(client_id, expiry, SystemTime::now())
+}
+
+/// The same, as if Amazon had published it at `published`.
+pub fn expiry_notification_published(
+    client_id: &str,
+    expiry: SystemTime,
+    published: SystemTime,
+) -> String {
+    let now = rfc3339(published);
     serde_json::json!({
         "notificationVersion": "1.0",
         "notificationType": "APPLICATION_OAUTH_CLIENT_SECRET_EXPIRY",
@@ -280,11 +294,12 @@ impl AppManagement {
                         *window = Some(now);
                         drop(window);
                         let secret = format!("amzn1.oa2-cs.v1.CANARYSECRETNEW{:016x}", random());
-                        self.rotate(&settings, &issued, &secret);
+                        let old_expires = self.rotate(&settings, &issued, &secret);
                         self.calls.lock().expect("calls lock").push(Call {
                             at: now,
                             status: 204,
                             new_secret: Some(secret),
+                            old_secret_expires: Some(old_expires),
                         });
                         return empty(204);
                     }
@@ -295,6 +310,7 @@ impl AppManagement {
             at: Instant::now(),
             status,
             new_secret: None,
+            old_secret_expires: None,
         });
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -306,8 +322,14 @@ impl AppManagement {
     }
 
     /// What Amazon does behind a 204: the new secret works, the old one for a while, and
-    /// the notification goes to the queue.
-    fn rotate(&self, settings: &AppSettings, issued: &crate::lwa::Issued, secret: &str) {
+    /// the notification goes to the queue (then, when set up, the replaced secret's expiry
+    /// notice to the expiry queue). Returns when the old secret stops working.
+    fn rotate(
+        &self,
+        settings: &AppSettings,
+        issued: &crate::lwa::Issued,
+        secret: &str,
+    ) -> SystemTime {
         if settings.new_secret_valid {
             let s = secret.to_string();
             self.lwa.update(|l| l.client_secrets.push(s));
@@ -319,12 +341,24 @@ impl AppManagement {
             tokio::time::sleep(valid_for).await;
             lwa.update(|l| l.client_secrets.retain(|c| *c != old));
         });
+        // Whole seconds, as the notification writes it.
+        let old_expires = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(
+                (SystemTime::now() + valid_for)
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            );
         let body = new_secret_notification(
             &issued.client_id,
             secret,
             SystemTime::now() + Duration::from_secs(180 * 86400),
-            SystemTime::now() + valid_for,
+            old_expires,
         );
+        let expiry = settings
+            .expiry_queue_url
+            .clone()
+            .map(|q| (q, expiry_notification(&issued.client_id, old_expires)));
         let queue = settings.queue_url.clone();
         let delay = settings.send_delay;
         tokio::spawn(async move {
@@ -332,7 +366,15 @@ impl AppManagement {
             if let Err(e) = send_to_queue(&queue, &body).await {
                 eprintln!("app-management test endpoint: cannot send the notification: {e}");
             }
+            if let Some((queue, body)) = expiry {
+                // After the new secret, as Amazon's own notice of the old one's last days.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Err(e) = send_to_queue(&queue, &body).await {
+                    eprintln!("app-management test endpoint: cannot send the expiry notice: {e}");
+                }
+            }
         });
+        old_expires
     }
 }
 

@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
                     old_secret_valid_for: Duration::from_secs(7 * 86400),
                     new_secret_valid: true,
                     send_delay: Duration::from_millis(500),
+                    expiry_queue_url: std::env::var("LWA_TEST_EXPIRY_QUEUE").ok(),
                 },
             )
             .await?;
