@@ -505,6 +505,58 @@ async fn setup_with_a_secret_lwa_rejects_writes_nothing() {
     assert_eq!(d.parameters().await.len(), 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_never_puts_back_an_older_secret_unless_told() {
+    let d = Deployed::new().await;
+    let outputs = d.outputs_json.display().to_string();
+    d.setup(&["--outputs", &outputs], &d.good_input())
+        .assert_ok();
+    // An automatic rotation (or put-secret) stored a newer secret since; LWA accepts both
+    // during the old one's 7-day overlap.
+    let secret_parameter = d.output("ClientSecretParameter");
+    let newer = format!("{}-NEWER", d.w.canaries.client_secret);
+    d.w.lwa.update(|s| s.client_secrets.push(newer.clone()));
+    d.w.put(&secret_parameter, &newer).await;
+    let before = d.parameters().await;
+
+    // The old secret, typed again from someone's notes: refused, nothing written.
+    let out = d.setup(&["--outputs", &outputs], &d.good_input());
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    for needle in [
+        secret_parameter.as_str(),
+        "LWA still accepts it",
+        "nothing was written",
+        "--replace-secret",
+    ] {
+        assert!(
+            out.stderr.contains(needle),
+            "{needle} missing from {}",
+            out.stderr
+        );
+    }
+    assert_eq!(d.parameters().await, before, "SSM unchanged");
+    assert!(!out.stderr.contains(&newer) && !out.stdout.contains(&newer));
+
+    // Told so, setup stores the typed one.
+    d.setup(
+        &["--outputs", &outputs, "--replace-secret"],
+        &d.good_input(),
+    )
+    .assert_ok();
+    let after = d.parameters().await;
+    let stored = after
+        .iter()
+        .find(|p| p.0 == secret_parameter)
+        .expect("the client secret");
+    assert_eq!(stored.4, d.w.canaries.client_secret);
+
+    // A stored secret that LWA no longer accepts is replaced without the flag.
+    let dead = format!("{}-DEAD", d.w.canaries.client_secret);
+    d.w.put(&secret_parameter, &dead).await;
+    d.setup(&["--outputs", &outputs], &d.good_input())
+        .assert_ok();
+}
+
 /// Usage errors (exit 2) come before any secret is read or anything is written.
 #[test]
 fn setup_refuses_bad_outputs_and_input_with_exit_2_and_writes_nothing() {

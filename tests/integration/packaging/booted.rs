@@ -545,6 +545,59 @@ async fn root_commands_fallback_credentials_timer_and_invalid_config_under_a_rea
     // No certificate, key or chain: LoadCredential= falls back, the agent starts.
     assert_eq!(token(&sd.socket()).await, Ok(200));
 
+    // Memory that holds secrets stays in the process: no core file limit, and the agent
+    // is not dumpable, so another process of its own user can read neither its memory
+    // nor its environment (/proc/<pid>/mem and environ belong to root).
+    let pid = sd.main_pid();
+    let limits = std::fs::read_to_string(format!("/proc/{}/root/proc/{pid}/limits", sd.pid))
+        .expect("limits");
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("the core limit");
+    assert!(
+        core.split_whitespace().skip(4).take(2).all(|v| v == "0"),
+        "LimitCORE=0: {core}"
+    );
+    for file in ["environ", "mem"] {
+        let out = output(sd.command("setpriv").args([
+            "--reuid=lwa-agent",
+            "--regid=lwa-agent",
+            "--clear-groups",
+            "--",
+            "cat",
+            &format!("/proc/{pid}/{file}"),
+        ]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("Permission denied"),
+            "the lwa-agent user opened /proc/{pid}/{file}: {err}"
+        );
+    }
+    // A crash leaves a journal line, not the secrets on disk: the kernel dumps no core
+    // (systemd says code=killed, where a core would make it code=dumped, and a
+    // systemd-coredump host would list it in coredumpctl).
+    sd.sh(&format!("kill -SEGV {pid}"));
+    sd.wait("the agent's restart after SIGSEGV", 30, || {
+        let now = sd.main_pid();
+        now != 0 && now != pid && sd.show("lwa-agent.service", "ActiveState") == "active"
+    });
+    let said = sd.journal(&["-u", "lwa-agent.service"]);
+    assert!(
+        said.contains("code=killed, status=11/SEGV") && !said.contains("code=dumped"),
+        "{said}"
+    );
+    for dir in ["/", "/var/lib/lwa-agent", "/etc/lwa-agent"] {
+        let cores: Vec<_> = std::fs::read_dir(format!("/proc/{}/root{dir}", sd.pid))
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("core"))
+            .map(|e| e.path())
+            .collect();
+        assert!(cores.is_empty(), "core files: {cores:?}");
+    }
+    assert_eq!(token(&sd.socket()).await, Ok(200));
+
     // An older version's root run left root-owned, root-only state behind…
     let state = Path::new("/var/lib/lwa-agent");
     sd.systemctl_ok(&["start", "lwa-agent-check.service"]);
