@@ -97,8 +97,11 @@ pub async fn run(config: Config) -> Result<(), String> {
             auto.listen();
         } else {
             tracing::info!(
-                "automatic rotation configured but disabled (rotation.auto.enabled = false)"
+                "automatic rotation configured but disabled (rotation.auto.enabled = false); \
+                 this host's client secret parameters are still registered, so the host that \
+                 rotates writes them too"
             );
+            auto.keep_house();
         }
     }
 

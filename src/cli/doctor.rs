@@ -218,35 +218,34 @@ async fn queue_check(r: &mut Report, sqs: &aws_sdk_sqs::Client, queue: &str, new
                 info.in_flight.as_deref().unwrap_or("?"),
                 info.encryption.as_deref().unwrap_or("none")
             );
+            let mut problems = Vec::new();
             if info.encryption.is_none() {
-                r.warn(
-                    &what,
-                    &format!(
-                        "{detail}: the new client secret travels through this queue; turn on \
-                         SSE-KMS (or SSE-SQS)"
-                    ),
+                problems.push(
+                    "the new client secret travels through this queue; turn on SSE-KMS (or \
+                     SSE-SQS)"
+                        .to_string(),
                 );
-            } else if let Some(redrive) = info.redrive_policy.as_deref().filter(|_| new_secrets) {
-                r.warn(
-                    &what,
-                    &format!(
-                        "{detail}: it has a redrive policy ({redrive}); a new-secret message \
-                         is the only copy of a new client secret, and one moved to a \
-                         dead-letter queue is lost to the agents: remove it (aws sqs \
-                         set-queue-attributes --queue-url {queue} --attributes RedrivePolicy=)"
-                    ),
-                );
-            } else if !info.policy_allows_sp_api {
-                r.warn(
-                    &what,
-                    &format!(
-                        "{detail}: its policy does not mention SP-API's account {}; Amazon \
-                         cannot deliver notifications without sqs:SendMessage for it",
-                        aws::sqs::SP_API_ACCOUNT
-                    ),
-                );
-            } else {
+            }
+            if let Some(redrive) = info.redrive_policy.as_deref().filter(|_| new_secrets) {
+                problems.push(format!(
+                    "it has a redrive policy ({redrive}); a new-secret message is the only copy \
+                     of a new client secret, and one moved to a dead-letter queue is lost to \
+                     the agents: remove it (aws sqs set-queue-attributes --queue-url {queue} \
+                     --attributes RedrivePolicy=)"
+                ));
+            }
+            if !info.policy_allows_sp_api {
+                problems.push(format!(
+                    "its policy does not mention SP-API's account {}; Amazon cannot deliver \
+                     notifications without sqs:SendMessage for it",
+                    aws::sqs::SP_API_ACCOUNT
+                ));
+            }
+            if problems.is_empty() {
                 r.ok(&what, &detail);
+            }
+            for p in problems {
+                r.warn(&what, &format!("{detail}: {p}"));
             }
         }
     }

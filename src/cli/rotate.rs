@@ -207,7 +207,9 @@ async fn settle_conflict(
         }
         Waited::TimedOut(_) => {
             println!(
-                "The message did not reach this command in time (a running agent may hold it).                  The decision stands: whichever agent looks at the message next applies it,                  within a few minutes. `lwa-agent status` shows when it is done."
+                "The message did not reach this command in time (a running agent may hold it). \
+                 The decision stands: whichever agent looks at the message next applies it, \
+                 within a few minutes. `lwa-agent status` shows when it is done."
             );
             Outcome::Ok
         }

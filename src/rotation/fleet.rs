@@ -11,8 +11,10 @@
 //! | `rotate-{fp}` | create-only: the one host that asks Amazon to replace the secret `fp` |
 //! | `rotated-{fp}` | a claim: the one "rotated automatically" report for the new secret `fp` |
 //! | `alert-{what}-{id}` | a claim: one alert |
-//! | `secret` | the [`Origin`] of the secret the app's parameters were last given |
-//! | `parameters/{hash}` | a host's client secret parameter for the app (every one is written) |
+//! | `secret-{fp}` | the [`Origin`] of the secret `fp`: which notification, or a person |
+//! | `completing` | a lease: the one host writing the app's parameters now |
+//! | `conflict` | the [`Conflict`] waiting for a person (`lwa-agent rotate --settle`) |
+//! | `parameters/{hash}` | a host's [`Registration`]: every one is written |
 //!
 //! Reminders stay per parameter: `{prefix}/{hash of the parameter}/{period}`.
 //!
@@ -76,9 +78,27 @@ impl AppScope {
         format!("{}/alert-{what}-{about}", self.base)
     }
 
-    /// Where the secret the app's parameters were last given came from ([`Origin`]).
-    pub fn origin(&self) -> String {
-        format!("{}/secret", self.base)
+    /// Where the secret `fingerprint` came from ([`Origin`]). One record per secret, never
+    /// overwritten by another secret's, so a write that fails leaves the current secret's
+    /// record as it was.
+    pub fn origin(&self, fingerprint: &str) -> String {
+        format!("{}/secret-{fingerprint}", self.base)
+    }
+
+    /// The lease of the one host writing the app's parameters (second look, origin,
+    /// writes), so that two hosts completing two messages cannot interleave their writes.
+    pub fn completing(&self) -> String {
+        format!("{}/completing", self.base)
+    }
+
+    /// The conflict waiting for a person ([`Conflict`]).
+    pub fn conflict(&self) -> String {
+        format!("{}/conflict", self.base)
+    }
+
+    /// Whether `name` is one of the fleet's own parameters (never a secret's).
+    pub fn is_under(prefix: &str, name: &str) -> bool {
+        name.starts_with(&format!("{}/", prefix.trim_end_matches('/')))
     }
 
     /// The path under which every host registers its client secret parameters.
@@ -100,11 +120,10 @@ pub fn reminder(prefix: &str, parameter: &str, period: &str) -> String {
     )
 }
 
-/// Where the secret the app's parameters were last given came from: which new-secret
-/// notification, or a person's decision (`lwa-agent rotate --settle`). It orders secrets
-/// (an older message never replaces a newer secret) and recognises Amazon's notice about
-/// the replaced secret's last days. It counts only while a parameter holds the secret
-/// it names.
+/// Where a secret came from: which new-secret notification, or a person's decision
+/// (`lwa-agent rotate --settle`). It orders secrets (an older message never replaces a
+/// newer secret) and recognises Amazon's notice about the replaced secret's last days. It
+/// counts only for the secret it names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     /// [`fingerprint`] of the secret written.
@@ -140,16 +159,59 @@ impl Origin {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// When the notification the secret came from was published, if this record is about
-    /// the secret with `fingerprint`.
-    pub fn published_for(&self, fingerprint: &str) -> Option<SystemTime> {
-        (self.fingerprint == fingerprint)
-            .then(|| self.published.as_deref().and_then(parse_time))
-            .flatten()
+    /// When the notification the secret came from was published (a person's decision
+    /// gives the time that orders it against the waiting message).
+    pub fn published_at(&self) -> Option<SystemTime> {
+        self.published.as_deref().and_then(parse_time)
+    }
+
+    /// Whether it came from a new-secret notification (not from a person).
+    pub fn from_notification(&self) -> bool {
+        self.source == source::MESSAGE
     }
 }
 
-/// An RFC 3339 time with any offset.
+/// A new-secret message that meets a secret someone else stored after it, waiting for a
+/// person: the fleet's one record of it, so that `lwa-agent rotate --settle` on any host
+/// decides about that very message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub message_id: String,
+    /// When Amazon published the waiting message (RFC 3339).
+    pub published: String,
+    pub host: String,
+    pub at: String,
+}
+
+impl Conflict {
+    pub fn parse(text: &str) -> Option<Conflict> {
+        serde_json::from_str(text).ok()
+    }
+
+    pub fn value(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// One host's client secret parameter for an app, with the client id parameter that says
+/// which app it is: the completing host writes it only while that still names the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub client_secret_parameter: String,
+    pub client_id_parameter: String,
+}
+
+impl Registration {
+    pub fn parse(text: &str) -> Option<Registration> {
+        serde_json::from_str(text).ok()
+    }
+
+    pub fn value(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// An RFC 3339 time with any offset (Amazon writes `Z`, but an offset is valid too).
 pub fn parse_time(text: &str) -> Option<SystemTime> {
     chrono::DateTime::parse_from_rfc3339(text.trim())
         .ok()
@@ -161,9 +223,13 @@ pub fn format_time(t: SystemTime) -> String {
 }
 
 /// A host that took a claim and then died may have sent nothing. After this long a
-/// pending claim is taken over: three publish attempts of at most 10 s each, with their
-/// pauses, end well within it.
-pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
+/// pending claim is taken over: three publish attempts (each at most the SDK's 30 s
+/// operation timeout) with their pauses end well within it.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(5 * 60);
+
+/// A completing lease older than this belongs to a host that died while writing (the
+/// writes of a few parameters take seconds).
+pub const COMPLETING_LEASE: Duration = Duration::from_secs(2 * 60);
 
 /// How many takeovers of one claim are tried (each a create-only name of its own).
 pub const MAX_GENERATIONS: u32 = 8;
@@ -216,12 +282,10 @@ impl Claim {
         }
     }
 
-    /// Whether a pending claim's holder has had its lease and may have died.
-    pub fn abandoned(&self, now: SystemTime) -> bool {
+    /// Whether a pending claim's holder has had `lease` and may have died.
+    pub fn abandoned(&self, now: SystemTime, lease: Duration) -> bool {
         match self {
-            Claim::Pending { since, .. } => {
-                now.duration_since(*since).unwrap_or_default() > CLAIM_LEASE
-            }
+            Claim::Pending { since, .. } => now.duration_since(*since).unwrap_or_default() > lease,
             Claim::Sent => false,
         }
     }
@@ -241,7 +305,9 @@ mod tests {
             a.request(&fp),
             a.report(&fp),
             a.alert("conflict", "x"),
-            a.origin(),
+            a.origin(&fp),
+            a.completing(),
+            a.conflict(),
             a.registration("/erp/lwa/clientsecret"),
         ];
         for n in &names {
@@ -271,7 +337,7 @@ mod tests {
     }
 
     #[test]
-    fn an_origin_counts_only_for_the_secret_it_names() {
+    fn records_round_trip_and_garbage_is_none() {
         let o = Origin {
             fingerprint: "abc".into(),
             published: Some("2026-11-30T10:00:00.123Z".into()),
@@ -282,10 +348,24 @@ mod tests {
         };
         let back = Origin::parse(&o.value()).expect("parses");
         assert_eq!(back, o);
-        assert!(back.published_for("abc").is_some());
-        assert_eq!(back.published_for("other"), None);
+        assert!(back.published_at().is_some() && back.from_notification());
         assert_eq!(Origin::parse("garbage"), None);
         assert_eq!(Origin::parse("2026-11-30T10:00:00Z v3 host-a"), None);
+        let r = Registration {
+            client_secret_parameter: "/erp/test/lwa/clientsecret".into(),
+            client_id_parameter: "/erp/test/lwa/clientidentifier".into(),
+        };
+        assert_eq!(Registration::parse(&r.value()), Some(r));
+        assert_eq!(Registration::parse("/erp/test/lwa/clientsecret"), None);
+        let c = Conflict {
+            message_id: "m-1".into(),
+            published: "2026-11-30T10:00:00Z".into(),
+            host: "h".into(),
+            at: "2026-11-30T10:00:01Z".into(),
+        };
+        assert_eq!(Conflict::parse(&c.value()), Some(c));
+        assert!(AppScope::is_under("/erp/locks/", "/erp/locks/x"));
+        assert!(!AppScope::is_under("/erp/locks", "/erp/lockstep/x"));
     }
 
     #[test]
@@ -293,15 +373,15 @@ mod tests {
         let now = SystemTime::now();
         let p = Claim::parse(&Claim::pending("host-a", now));
         assert!(matches!(&p, Claim::Pending { host, .. } if host == "host-a"));
-        assert!(!p.abandoned(now));
-        assert!(p.abandoned(now + CLAIM_LEASE + Duration::from_secs(2)));
+        assert!(!p.abandoned(now, CLAIM_LEASE));
+        assert!(p.abandoned(now + CLAIM_LEASE + Duration::from_secs(2), CLAIM_LEASE));
         assert_eq!(Claim::parse(&Claim::sent("host-a", now)), Claim::Sent);
         assert_eq!(
             Claim::parse("host-a 2026-01-01T00:00:00Z"),
             Claim::Sent,
             "a marker from before claims had phases"
         );
-        assert!(Claim::parse("pending host-a garbage").abandoned(now));
+        assert!(Claim::parse("pending host-a garbage").abandoned(now, CLAIM_LEASE));
         assert_eq!(generation("/m", 1), "/m");
         assert_eq!(generation("/m", 2), "/m.2");
     }

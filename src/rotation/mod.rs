@@ -70,7 +70,7 @@ pub struct ParameterReport {
     /// ok, warn, expired, or missing.
     pub state: String,
     /// none, covered_by_eventbridge, reminded_recently, sent, would_send, logged,
-    /// sent_by_other_host, failed.
+    /// sent_by_other_host, sending_by_other_host, failed.
     pub action: String,
     pub subject: Option<String>,
     pub error: Option<String>,
@@ -144,6 +144,10 @@ impl Checker {
 
     pub async fn run(&self, dry_run: bool) -> Result<Report, String> {
         let now = SystemTime::now();
+        // Alerts an earlier run could not publish (a timer-only site has no daemon).
+        if let (Some(auto), false) = (&self.auto, dry_run) {
+            auto.flush_outbox().await;
+        }
         let (metas, calls) = ssm::describe(&self.ssm, &self.watched).await?;
         if let Some(m) = &self.metrics {
             m.ssm_calls(calls, "ok");
@@ -271,9 +275,13 @@ impl Checker {
                     match outcome {
                         Outcome::WouldSend => entry.action = "would_send".into(),
                         Outcome::Logged => entry.action = "logged".into(),
-                        // Sending elsewhere: that host records it, or gives its claim back
-                        // and sends it on a later check.
-                        Outcome::Sent | Outcome::SentElsewhere | Outcome::SendingElsewhere(_) => {
+                        // Another host holds the claim and has not sent it yet: nothing
+                        // recorded, so the next check looks again (sent by then, or taken
+                        // over if that host died).
+                        Outcome::SendingElsewhere(_) => {
+                            entry.action = "sending_by_other_host".into();
+                        }
+                        Outcome::Sent | Outcome::SentElsewhere => {
                             let elsewhere = !matches!(outcome, Outcome::Sent);
                             state.record(name, meta.version, &period, elsewhere);
                             // Merged into the file under its lock: the automatic rotation
@@ -401,6 +409,7 @@ impl Checker {
         entry.action = match outcome {
             Outcome::WouldSend => "would_send".into(),
             Outcome::Logged => "logged".into(),
+            // No claim (each host has its own certificate): never sending elsewhere.
             Outcome::Sent | Outcome::SentElsewhere | Outcome::SendingElsewhere(_) => {
                 state.record(key, version, &period, false);
                 let (key, at) = (key.to_string(), period.clone());

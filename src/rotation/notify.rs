@@ -50,6 +50,16 @@ pub enum Outcome {
     Failed(String),
 }
 
+impl Outcome {
+    /// Whether the message went out (or, with no topic, to the log): nothing is left to do.
+    pub fn went_out(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Sent | Outcome::SentElsewhere | Outcome::Logged | Outcome::WouldSend
+        )
+    }
+}
+
 #[derive(Clone)]
 pub struct Notifier {
     pub config: RotationConfig,
@@ -174,7 +184,10 @@ impl Notifier {
     /// Takes `marker`, or the first takeover of it whose holder is not alive: the name
     /// this host now holds, or what stops it from sending.
     async fn claim(&self, marker: &str) -> Result<String, Outcome> {
-        for generation in 1..=fleet::MAX_GENERATIONS {
+        let mut generation = 1;
+        // A claim given back between our create and our read is taken again (bounded).
+        let mut given_back = 0;
+        while generation <= fleet::MAX_GENERATIONS {
             let name = fleet::generation(marker, generation);
             let now = SystemTime::now();
             match ssm::create_marker(&self.ssm, &name, &Claim::pending(&self.host, now)).await {
@@ -184,14 +197,22 @@ impl Notifier {
             }
             let held = match ssm::marker(&self.ssm, &name).await {
                 Ok(Some(value)) => Claim::parse(&value),
-                // Given back just now: the next name is as good.
-                Ok(None) => continue,
+                Ok(None) if given_back < 3 => {
+                    given_back += 1;
+                    continue;
+                }
+                Ok(None) => {
+                    return Err(Outcome::SendingElsewhere(
+                        "a host that gives its claim back".into(),
+                    ))
+                }
                 Err(e) => return Err(Outcome::Failed(e)),
             };
             match held {
                 Claim::Sent => return Err(Outcome::SentElsewhere),
-                claim if claim.abandoned(now) => {
+                claim if claim.abandoned(now, fleet::CLAIM_LEASE) => {
                     tracing::warn!(marker = %name, "a fleet claim was left pending by a host that stopped before sending; taking it over");
+                    generation += 1;
                 }
                 Claim::Pending { host, since } => {
                     return Err(Outcome::SendingElsewhere(format!(
@@ -203,7 +224,9 @@ impl Notifier {
         }
         Err(Outcome::Failed(format!(
             "every claim of {marker} was left pending by hosts that stopped; delete the \
-             parameters {marker}.* under rotation.fleet_lock_prefix to send it again"
+             parameters {marker} and {marker}.2 to {marker}.{} under \
+             rotation.fleet_lock_prefix to send it again",
+            fleet::MAX_GENERATIONS
         )))
     }
 }

@@ -28,8 +28,9 @@ pub struct State {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub auto_rotations: BTreeMap<String, AutoRotation>,
     /// The automatic rotation's alerts that have not gone out yet, by their fleet claim:
-    /// sent again on every listener round and every check until SNS took them or another
-    /// host of the fleet sent them, so a failed publish or a crash loses none.
+    /// sent again (with growing pauses) by the daemon's housekeeping, every check and
+    /// `lwa-agent rotate` until SNS took them or another host of the fleet sent them, so a
+    /// failed publish or a crash loses none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outbox: BTreeMap<String, Pending>,
 }
@@ -42,6 +43,12 @@ pub struct Pending {
     pub message: super::message::Message,
     /// RFC 3339: when it was first tried.
     pub since: String,
+    /// How many tries failed so far.
+    #[serde(default)]
+    pub tries: u32,
+    /// RFC 3339: not tried again before this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_try: Option<String>,
 }
 
 /// Where a credential's last automatic rotation stands. Kept across restarts so that a

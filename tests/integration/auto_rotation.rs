@@ -1556,6 +1556,23 @@ async fn a_secret_put_back_after_amazon_sent_a_new_one_keeps_the_message_until_a
     let a = Auto::new(|_| {}).await;
     let (proxy, agent) = a.agent_behind_proxy().await;
     let canary = a.w.canaries.client_secret.clone();
+    let state = a.w.dir.path().join("host-a-state");
+    let config = a.config(&Opts {
+        cron: false,
+        ..Opts::default()
+    });
+    // Nothing to settle yet: refused, and nothing recorded.
+    let out = a.lwa_agent(
+        &config,
+        &["rotate", "--credential", "default", "--settle", "ssm"],
+        &state,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no conflict is recorded"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Amazon sends a new secret while the agent cannot reach AWS…
     proxy.set_up(false);
     let new = format!("{canary}-NEW");
@@ -1590,11 +1607,6 @@ async fn a_secret_put_back_after_amazon_sent_a_new_one_keeps_the_message_until_a
     assert_ne!(rec["outcome"], "rotated", "{rec}");
 
     // A person says Amazon's secret is the right one: it is proved and written.
-    let state = a.w.dir.path().join("host-a-state");
-    let config = a.config(&Opts {
-        cron: false,
-        ..Opts::default()
-    });
     let out = a.lwa_agent(
         &config,
         &["rotate", "--credential", "default", "--settle", "message"],
@@ -1734,7 +1746,7 @@ async fn a_report_that_cannot_be_published_goes_out_later_and_a_dead_hosts_claim
     let claim = lwa_agent::rotation::fleet::AppScope::new(LOCKS, CLIENT_ID).report(
         &lwa_agent::rotation::fleet::fingerprint(&secrecy::SecretString::from(newer.clone())),
     );
-    let dead = SystemTime::now() - Duration::from_secs(300);
+    let dead = SystemTime::now() - Duration::from_secs(600);
     let ssm = a.w.ssm().await;
     ssm.put_parameter()
         .name(&claim)

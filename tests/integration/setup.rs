@@ -434,11 +434,12 @@ async fn setup_stores_the_values_writes_the_config_and_the_agent_serves_a_token_
     assert_eq!(d.parameters().await, versions, "no new parameter version");
     assert!(snapshot(&d.config) == before, "the config is untouched");
 
-    // --- A new client secret (LWA accepts both, as after a rotation): updated in place. ---
+    // --- A new client secret (LWA accepts both, as after a rotation in the console):
+    // updated in place once told to replace the stored one, which still works. ---
     let new_secret = format!("{}NEW", w.canaries.client_secret);
     w.lwa.update(|s| s.client_secrets.push(new_secret.clone()));
     let input = format!("{CLIENT_ID}\n{new_secret}\n{}\n", w.canaries.refresh_token);
-    let third = d.setup(&["--outputs", &outputs], &input);
+    let third = d.setup(&["--outputs", &outputs, "--replace-secret"], &input);
     third.assert_ok();
     let secret_name = d.output("ClientSecretParameter");
     assert!(

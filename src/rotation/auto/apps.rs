@@ -20,6 +20,17 @@ pub struct App {
     pub prover: Option<CredentialConfig>,
 }
 
+impl Clone for App {
+    fn clone(&self) -> App {
+        App {
+            client_id: SecretString::from(self.client_id.expose_secret().to_string()),
+            credentials: self.credentials.clone(),
+            secret_parameters: self.secret_parameters.clone(),
+            prover: self.prover.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")

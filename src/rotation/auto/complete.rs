@@ -167,7 +167,7 @@ impl Rotator {
 
         // 3. What SSM holds now, and whether this message is still the newest word.
         let targets = self.targets(app).await;
-        let view = match self.view(app, &targets, &n).await {
+        let view = match self.view(app, &targets.names, &n).await {
             Ok(v) => v,
             Err(e) => return self.retry(work, &parameter, e).await,
         };
@@ -194,54 +194,32 @@ impl Rotator {
                         return self.retry(work, &parameter, e).await;
                     }
                 }
-                // 5. Look again (a host may have written meanwhile), record the origin,
+                // 5. Under the app's completing lease (no other host writes its parameters
+                // meanwhile): look again (a host may have written), record the origin,
                 // then write each parameter that does not hold it.
-                let view = match self.view(app, &targets, &n).await {
-                    Ok(v) => v,
-                    Err(e) => return self.retry(work, &parameter, e).await,
-                };
-                let write = match &view.completion {
-                    Completion::Current => Vec::new(),
-                    Completion::Stale => return self.stale(work, app).await,
-                    Completion::Conflict(at) => {
-                        return self.conflict(work, app, &n, &view, at).await
-                    }
-                    Completion::Write(at) => at.clone(),
-                };
-                if !write.is_empty() {
-                    let origin = self
-                        .set_origin(
-                            &self.scope(app),
-                            fleet::fingerprint(&n.secret),
-                            n.published,
-                            n.old_secret_expires_at.clone(),
-                            fleet::source::MESSAGE,
-                        )
-                        .await;
-                    if let Err(e) = origin {
-                        let e = format!("cannot record where the new secret comes from: {e}");
+                let scope = self.scope(app);
+                let lease = match self.take_completing(&scope).await {
+                    Ok(Some(lease)) => lease,
+                    Ok(None) => {
+                        let e = "another host is writing this app's secret now".to_string();
                         return self.retry(work, &parameter, e).await;
                     }
-                }
-                for i in write {
-                    let Some(t) = view.targets.get(i) else {
-                        continue;
-                    };
-                    match ssm::rewrite_secret(&self.ssm, &t.name, &n.secret).await {
-                        Ok(w) => {
-                            wrote = true;
-                            self.count("parameter_written");
-                            tracing::info!(parameter = %t.name, version = w.version, "automatic rotation: new client secret written to SSM");
-                            for dropped in &w.dropped_policies {
-                                tracing::warn!(parameter = %t.name, policy = %dropped, "automatic rotation: a parameter policy was not kept with the new secret");
-                            }
-                        }
-                        Err(e) => {
-                            let name = t.name.clone();
-                            return self.write_failed(work, app, &n, &name, e).await;
-                        }
+                    Err(e) => return self.retry(work, &parameter, e).await,
+                };
+                let (view, wrote_now) = self.write_under_lease(app, &n, &targets.names).await;
+                self.release(lease).await;
+                let view = match view {
+                    Ok(v) => v,
+                    Err(Unwritten::Stale) => return self.stale(work, app).await,
+                    Err(Unwritten::Conflict(view, at)) => {
+                        return self.conflict(work, app, &n, &view, &at).await
                     }
-                }
+                    Err(Unwritten::Retry(e)) => return self.retry(work, &parameter, e).await,
+                    Err(Unwritten::WriteFailed(name, e)) => {
+                        return self.write_failed(work, app, &n, &name, e).await
+                    }
+                };
+                wrote = wrote_now;
                 // 6. Reload: the refreshers exchange with the new version at once.
                 if wrote {
                     if let Some(params) = &self.params {
@@ -253,6 +231,10 @@ impl Rotator {
                 view
             }
         };
+        self.clear_conflict(&self.scope(app), &work.id).await;
+        if let Some(why) = &targets.unlisted {
+            self.unlisted(&work, app, &n, why).await;
+        }
         let names: Vec<String> = view.targets.iter().map(|t| t.name.clone()).collect();
         let versions = match self.versions(&names).await {
             Ok(v) => v,
@@ -295,11 +277,12 @@ impl Rotator {
         let marker = self.scope(app).report(&fleet::fingerprint(&n.secret));
         let sent = self.publish(&parameter, &marker, &msg).await;
         let unsent = match &sent {
-            Outcome::Sent | Outcome::SentElsewhere | Outcome::Logged | Outcome::WouldSend => None,
+            o if o.went_out() => None,
             Outcome::SendingElsewhere(holder) => {
                 Some(format!("another host is sending the report ({holder})"))
             }
             Outcome::Failed(e) => Some(format!("the report could not be sent: {e}")),
+            _ => None,
         };
         if let Some(why) = unsent {
             tracing::warn!(parameter = %parameter, version, "automatic rotation: the new secret is in SSM; the message stays until its report went out");
@@ -326,12 +309,108 @@ impl Rotator {
         Handled::Rotated { wrote, version }
     }
 
+    /// Step 5, under the app's completing lease: the second look, the origin record, the
+    /// writes. Also says whether anything was written.
+    async fn write_under_lease(
+        &self,
+        app: &App,
+        n: &NewSecret,
+        targets: &[String],
+    ) -> (Result<View, Unwritten>, bool) {
+        let view = match self.view(app, targets, n).await {
+            Ok(v) => v,
+            Err(e) => return (Err(Unwritten::Retry(e)), false),
+        };
+        let write = match &view.completion {
+            Completion::Current => return (Ok(view), false),
+            Completion::Stale => return (Err(Unwritten::Stale), false),
+            Completion::Conflict(at) => {
+                let at = at.clone();
+                return (Err(Unwritten::Conflict(view, at)), false);
+            }
+            Completion::Write(at) => at.clone(),
+        };
+        let origin = self
+            .set_origin(
+                &self.scope(app),
+                fleet::fingerprint(&n.secret),
+                n.published,
+                n.old_secret_expires_at.clone(),
+                fleet::source::MESSAGE,
+            )
+            .await;
+        if let Err(e) = origin {
+            let e = format!("cannot record where the new secret comes from: {e}");
+            return (Err(Unwritten::Retry(e)), false);
+        }
+        let mut wrote = false;
+        for i in write {
+            let Some(t) = view.targets.get(i) else {
+                continue;
+            };
+            match ssm::rewrite_secret(&self.ssm, &t.name, &n.secret).await {
+                Ok(w) => {
+                    wrote = true;
+                    self.count("parameter_written");
+                    tracing::info!(parameter = %t.name, version = w.version, "automatic rotation: new client secret written to SSM");
+                    for dropped in &w.dropped_policies {
+                        tracing::warn!(parameter = %t.name, policy = %dropped, "automatic rotation: a parameter policy was not kept with the new secret");
+                    }
+                }
+                Err(e) => return (Err(Unwritten::WriteFailed(t.name.clone(), e)), wrote),
+            }
+        }
+        (Ok(view), wrote)
+    }
+
+    /// The other hosts' registered parameters could not be listed, so the new secret went
+    /// to this host's parameters only: a person is told, once per message, how to bring it
+    /// to the others before the old secret ends.
+    async fn unlisted(&self, work: &Work, app: &App, n: &NewSecret, why: &str) {
+        let own = app.secret_parameters.join(", ");
+        let action = format!(
+            "The new secret is in {own}, this host's parameter(s), only. Any other host that \
+             keeps this app's secret in a parameter of its own still holds the old one, which \
+             stops working at {old}. Let the agents' role list the fleet's registrations \
+             (ssm:GetParametersByPath on rotation.fleet_lock_prefix; \
+             docs/automatic-rotation.md), then copy the secret on each such host: aws ssm \
+             get-parameter --name {first} --with-decryption --query Parameter.Value --output \
+             text | sudo lwa-agent put-secret --credential NAME --field client_secret",
+            old = n
+                .old_secret_expires_at
+                .as_deref()
+                .unwrap_or("Amazon expires it"),
+            first = app.key_parameter(),
+        );
+        self.alert(
+            app,
+            self.scope(app).alert("unlisted", &fleet::hash(&work.id)),
+            "the new client secret was written to this host's parameters only: the other \
+             hosts' registered parameters could not be listed",
+            Some(why),
+            &action,
+        )
+        .await;
+    }
+
     /// What the message means for the app's client secret parameters, from what SSM and
     /// the fleet's origin record hold now (`machine::completion`). A parameter another
     /// host registered that is no longer in SSM is left out, and its registration removed.
     async fn view(&self, app: &App, targets: &[String], n: &NewSecret) -> Result<View, String> {
         let fetched = ssm::fetch(&self.ssm, targets).await?;
-        let origin = self.origin(&self.scope(app)).await;
+        let scope = self.scope(app);
+        // Where each secret SSM holds came from, read once per distinct secret.
+        let mut origins: HashMap<String, Option<SystemTime>> = HashMap::new();
+        for c in &fetched.parameters {
+            let fp = fleet::fingerprint(&c.value);
+            if let std::collections::hash_map::Entry::Vacant(slot) = origins.entry(fp) {
+                let published = self
+                    .origin(&scope, slot.key())
+                    .await
+                    .and_then(|o| o.published_at());
+                slot.insert(published);
+            }
+        }
         let mut held = Vec::with_capacity(targets.len());
         let mut kept = Vec::with_capacity(targets.len());
         for p in targets {
@@ -348,9 +427,10 @@ impl Rotator {
                 holds_new: current
                     .is_some_and(|c| c.value.expose_secret() == n.secret.expose_secret()),
                 origin_published: current.and_then(|c| {
-                    origin
-                        .as_ref()
-                        .and_then(|o| o.published_for(&fleet::fingerprint(&c.value)))
+                    origins
+                        .get(&fleet::fingerprint(&c.value))
+                        .copied()
+                        .flatten()
                 }),
                 last_modified: current.and_then(|c| c.last_modified),
             });
@@ -384,6 +464,7 @@ impl Rotator {
             }
         })
         .await;
+        self.clear_conflict(&self.scope(app), &work.id).await;
         let id = work.id.clone();
         if let Err(e) = work.finish(Finish::Delete).await {
             tracing::warn!(message_id = %id, error = %e, "cannot delete the stale new-secret message; it is found stale again when it reappears");
@@ -435,12 +516,31 @@ impl Rotator {
         );
         tracing::warn!(message_id = %work.id, parameter = %app.key_parameter(), detail = %detail, "automatic rotation: a new secret meets a secret someone else stored after it; nothing written, the message stays until a person settles it");
         let recorded = detail.clone();
+        // The version of this host's secret now: no trigger but a person's asks Amazon
+        // again for it while the conflict waits (another new secret would join it).
+        let version = view
+            .targets
+            .iter()
+            .find(|t| t.name == app.key_parameter())
+            .and_then(|t| t.version);
         self.record(&app.credentials, move |r| {
             r.outcome = outcome::CONFLICT.into();
             r.needs_attention = true;
             r.error = Some(recorded.clone());
+            if version.is_some() {
+                r.parameter_version = version;
+            }
         })
         .await;
+        if let Some(published) = n.published {
+            let record = fleet::Conflict {
+                message_id: work.id.clone(),
+                published: fleet::format_time(published),
+                host: self.host.clone(),
+                at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            };
+            self.set_conflict(&self.scope(app), &record).await;
+        }
         let credential = app
             .credentials
             .first()
@@ -717,4 +817,13 @@ enum Proof {
     Accepted,
     Rejected(String),
     Unreachable(String),
+}
+
+/// Why step 5 wrote nothing (or not everything).
+enum Unwritten {
+    Stale,
+    Conflict(View, Vec<usize>),
+    Retry(String),
+    /// The parameter SSM refused, and why.
+    WriteFailed(String, String),
 }

@@ -7,8 +7,9 @@
 //! least a second, and `rotate`'s ends at its deadline); an unreachable queue is retried
 //! with capped exponential backoff and jitter, like SSM; every message of a receive is
 //! worked on at once (the daemon: a task each; `rotate`: all of a batch together), so
-//! none waits out its invisibility behind another's slow proof; every round also
-//! registers this host's parameters until that worked, and sends the outbox's alerts.
+//! none waits out its invisibility behind another's slow proof. Beside the listeners, one
+//! housekeeping task registers this host's parameters, looks at waiting rotations and
+//! conflicts, and sends the outbox's alerts, so that none of it holds up a receive.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,26 +25,40 @@ use crate::rotation::state::AutoRotation;
 /// The shortest time between two receives on a queue.
 const MIN_ROUND: Duration = Duration::from_secs(1);
 
+/// How often the housekeeping runs (a long poll's length, as before it had a task).
+const HOUSEKEEPING: Duration = Duration::from_secs(20);
+
 impl Rotator {
     /// Starts a listener per queue (a queue that carries both notification types is
-    /// listened to once).
+    /// listened to once), and the housekeeping.
     pub fn listen(self: &Arc<Self>) {
         let queues: Vec<String> = self.auto().queues().into_iter().map(String::from).collect();
-        for (i, queue) in queues.into_iter().enumerate() {
+        for queue in queues {
             let me = self.clone();
-            // The new-secret queue's listener also watches the requests waiting for it.
-            let reconciles = i == 0;
-            tokio::spawn(async move { me.listen_on(queue, reconciles).await });
+            tokio::spawn(async move { me.listen_on(queue).await });
         }
+        self.keep_house();
     }
 
-    async fn listen_on(self: Arc<Self>, queue: String, reconciles: bool) {
+    /// The housekeeping alone: for a host whose automatic rotation is off but whose
+    /// parameters must still get the fleet's new secrets (it registers them).
+    pub fn keep_house(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                me.register().await;
+                if me.auto().enabled {
+                    me.reconcile().await;
+                    me.flush_outbox().await;
+                }
+                tokio::time::sleep(HOUSEKEEPING).await;
+            }
+        });
+    }
+
+    async fn listen_on(self: Arc<Self>, queue: String) {
         tracing::info!(queue = %queue, "automatic rotation: listening for notifications");
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        if reconciles {
-            self.register().await;
-            self.flush_outbox().await;
-        }
         loop {
             let Some(messages) = self
                 .receive_round(&queue, sqs::LONG_POLL, &mut backoff, Duration::MAX)
@@ -58,11 +73,6 @@ impl Rotator {
                 tokio::spawn(async move {
                     me.handle(&queue, m).await;
                 });
-            }
-            if reconciles {
-                self.register().await;
-                self.reconcile().await;
-                self.flush_outbox().await;
             }
         }
     }
@@ -112,9 +122,9 @@ impl Rotator {
     /// newer version that came from a new-secret notification (whichever host wrote it);
     /// failed, with an alert, when the wait ended without one.
     pub async fn reconcile(&self) {
-        let waiting: Vec<(String, AutoRotation)> = self
-            .records_now()
-            .await
+        let records = self.records_now().await;
+        self.settled_elsewhere(&records).await;
+        let waiting: Vec<(String, AutoRotation)> = records
             .into_iter()
             .filter(|(_, r)| r.outcome == outcome::WAITING)
             .collect();
@@ -152,9 +162,9 @@ impl Rotator {
                 continue;
             };
             let from_notification = self
-                .origin(&self.scope(app))
+                .origin(&self.scope(app), &fleet::fingerprint(&current.value))
                 .await
-                .is_some_and(|o| o.fingerprint == fleet::fingerprint(&current.value));
+                .is_some_and(|o| o.from_notification());
             match machine::reconcile(&record, current.version, from_notification, now) {
                 Waiting::Still => {}
                 Waiting::Rotated { version } => {
@@ -171,6 +181,43 @@ impl Rotator {
                 // until the next round rather than alert about a secret that did come.
                 Waiting::TimedOut if self.working.any() => {}
                 Waiting::TimedOut => self.timed_out(app, &credential, &record).await,
+            }
+        }
+    }
+
+    /// A conflict this host recorded that the fleet no longer has (another host deleted or
+    /// wrote its message after a person settled it) is settled here too.
+    async fn settled_elsewhere(&self, records: &std::collections::BTreeMap<String, AutoRotation>) {
+        let conflicts: Vec<String> = records
+            .iter()
+            .filter(|(_, r)| r.outcome == outcome::CONFLICT)
+            .map(|(c, _)| c.clone())
+            .collect();
+        if conflicts.is_empty() {
+            return;
+        }
+        let Ok(values) = self.read_named(&self.client_id_parameters()).await else {
+            return;
+        };
+        for app in self.apps(&values) {
+            let mine: Vec<String> = conflicts
+                .iter()
+                .filter(|c| app.credentials.contains(c))
+                .cloned()
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            if let Ok(None) = self.conflict_record(&self.scope(&app)).await {
+                tracing::info!(credentials = %mine.join(","), "automatic rotation: the conflict was settled on another host");
+                self.record(&mine, |r| {
+                    if r.outcome == outcome::CONFLICT {
+                        r.outcome = outcome::SETTLED.into();
+                        r.needs_attention = false;
+                        r.error = None;
+                    }
+                })
+                .await;
             }
         }
     }

@@ -36,14 +36,15 @@ pub mod complete;
 pub mod listener;
 pub mod machine;
 pub mod notification;
+pub mod outbox;
 pub mod request;
 pub mod settle;
+pub mod shared;
 pub mod text;
 pub mod work;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -55,7 +56,7 @@ use crate::lwa::app_management::AppManagementClient;
 use crate::lwa::exchange::{LwaClient, Token};
 use crate::metrics::Metrics;
 use crate::parameters::ParameterStore;
-use crate::rotation::fleet::{self, AppScope, Origin};
+use crate::rotation::fleet::{self, AppScope};
 use crate::rotation::notify::{Kind, Notifier, Outcome};
 use crate::rotation::{message, state};
 use apps::App;
@@ -95,8 +96,8 @@ pub struct Rotator {
     in_flight: Mutex<HashSet<String>>,
     /// The messages this process is working on (SQS may hand one out again meanwhile).
     working: work::Working,
-    /// This host's client secret parameters are registered for their apps in the fleet.
-    registered: AtomicBool,
+    /// When this host's client secret parameters were last registered with the fleet.
+    registered_at: Mutex<Option<std::time::Instant>>,
     /// Ids of ignored messages already logged at warn, so a message left in the queue is
     /// not logged again every time it becomes visible.
     ignored: Mutex<HashSet<String>>,
@@ -184,7 +185,7 @@ impl Rotator {
             background: parts.background,
             in_flight: Mutex::default(),
             working: work::Working::default(),
-            registered: AtomicBool::new(false),
+            registered_at: Mutex::default(),
             ignored: Mutex::default(),
             app_locks: Mutex::default(),
             tokens: Mutex::default(),
@@ -373,204 +374,6 @@ impl Rotator {
         self.notifier
             .deliver(Kind::AutoRotation, parameter, Some(marker), msg)
             .await
-    }
-
-    /// Alerts a person, once per fleet (the claim `marker`). The alert goes into the
-    /// state file's outbox first and leaves it only once it went out (from here or from
-    /// another host): a failed publish, or a crash before it, is sent again by
-    /// [`Rotator::flush_outbox`].
-    async fn alert(
-        &self,
-        app: &App,
-        marker: String,
-        what: &str,
-        detail: Option<&str>,
-        action: &str,
-    ) {
-        let msg = text::alert(&text::Alert {
-            parameter: app.key_parameter(),
-            credentials: &app.credentials,
-            what,
-            detail,
-            action,
-            host: &self.host,
-        });
-        let pending = state::Pending {
-            parameter: app.key_parameter().to_string(),
-            message: msg,
-            since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        };
-        let key = marker.clone();
-        let queued = state::update_off_runtime(&self.state_dir, move |s| {
-            s.outbox.entry(key).or_insert(pending);
-        })
-        .await;
-        if let Err(e) = queued {
-            tracing::error!(error = %e, "cannot keep the alert in the state file's outbox; it is sent now, but not again if this fails");
-        }
-        self.flush_one(&marker).await;
-    }
-
-    /// Sends what waits in the outbox (alerts whose publish failed, or was cut short).
-    pub async fn flush_outbox(&self) {
-        for (marker, pending) in self.outbox().await {
-            self.send_pending(&marker, &pending).await;
-        }
-    }
-
-    async fn outbox(&self) -> BTreeMap<String, state::Pending> {
-        let dir = self.state_dir.clone();
-        tokio::task::spawn_blocking(move || state::load_readonly(&dir).outbox)
-            .await
-            .unwrap_or_default()
-    }
-
-    async fn flush_one(&self, marker: &str) {
-        if let Some(pending) = self.outbox().await.get(marker) {
-            self.send_pending(marker, pending).await;
-        }
-    }
-
-    /// One outbox entry: published, and removed once the fleet has sent it.
-    async fn send_pending(&self, marker: &str, pending: &state::Pending) {
-        match self
-            .publish(&pending.parameter, marker, &pending.message)
-            .await
-        {
-            Outcome::Sent | Outcome::SentElsewhere | Outcome::Logged | Outcome::WouldSend => {
-                let key = marker.to_string();
-                let removed =
-                    state::update_off_runtime(&self.state_dir, move |s| s.outbox.remove(&key))
-                        .await;
-                if let Err(e) = removed {
-                    tracing::warn!(error = %e, "the alert went out, but the outbox keeps it; its fleet claim stops it from going out twice");
-                }
-            }
-            Outcome::SendingElsewhere(holder) => {
-                tracing::info!(parameter = %pending.parameter, holder = %holder, "another host is sending this alert; it stays in the outbox until it went out");
-            }
-            Outcome::Failed(e) => {
-                tracing::error!(parameter = %pending.parameter, error = %e, "cannot send the automatic rotation alert; it stays in the outbox and is sent again");
-            }
-        }
-    }
-
-    /// Where the secret the app's parameters were last given came from, when the fleet
-    /// has a record of it.
-    async fn origin(&self, scope: &AppScope) -> Option<Origin> {
-        match ssm::marker(&self.ssm, &scope.origin()).await {
-            Ok(record) => record.as_deref().and_then(Origin::parse),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read where the current secret came from; going by SSM's write time");
-                None
-            }
-        }
-    }
-
-    /// Records where the secret with `fingerprint` comes from. Set before the secret is
-    /// written: a record about a secret no parameter holds counts for nothing, so a crash
-    /// between the two is harmless.
-    async fn set_origin(
-        &self,
-        scope: &AppScope,
-        fingerprint: String,
-        published: Option<SystemTime>,
-        old_secret_expires_at: Option<String>,
-        source: &str,
-    ) -> Result<(), String> {
-        let origin = Origin {
-            fingerprint,
-            published: published.map(fleet::format_time),
-            old_secret_expires_at,
-            source: source.to_string(),
-            host: self.host.clone(),
-            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        };
-        ssm::set_marker(&self.ssm, &scope.origin(), &origin.value()).await
-    }
-
-    /// Registers this host's client secret parameters for their apps with the fleet, so
-    /// that whichever host completes a new secret writes them too. Once per process; until
-    /// it worked, every listener round tries again.
-    pub async fn register(&self) {
-        if self.registered.load(Ordering::Relaxed) {
-            return;
-        }
-        let values = match self.read_named(&self.client_id_parameters()).await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot register the client secret parameters yet; tried again");
-                return;
-            }
-        };
-        let mut all = true;
-        for app in self.apps(&values) {
-            let scope = self.scope(&app);
-            for p in &app.secret_parameters {
-                if let Err(e) = self.register_one(&scope, p).await {
-                    all = false;
-                    tracing::warn!(parameter = %p, error = %e, "cannot register the client secret parameter with the fleet (another host that completes a rotation would not write it); tried again");
-                }
-            }
-        }
-        if all {
-            self.registered.store(true, Ordering::Relaxed);
-        }
-    }
-
-    async fn register_one(&self, scope: &AppScope, parameter: &str) -> Result<(), String> {
-        let name = scope.registration(parameter);
-        // Create-only first: a registration that is there already costs no new version.
-        if ssm::create_marker(&self.ssm, &name, parameter).await? {
-            tracing::info!(parameter = %parameter, "client secret parameter registered with the fleet");
-            return Ok(());
-        }
-        match ssm::marker(&self.ssm, &name).await? {
-            Some(v) if v == parameter => Ok(()),
-            _ => ssm::set_marker(&self.ssm, &name, parameter).await,
-        }
-    }
-
-    /// Every client secret parameter of the app: this host's first, then those the other
-    /// hosts registered.
-    async fn targets(&self, app: &App) -> Vec<String> {
-        let mut targets = app.secret_parameters.clone();
-        match ssm::markers_under(&self.ssm, &self.scope(app).registrations()).await {
-            Ok(registered) => {
-                for (_, p) in registered {
-                    if !targets.contains(&p) {
-                        targets.push(p);
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list the client secret parameters other hosts registered; only this host's are written (the agent's role needs ssm:GetParametersByPath on rotation.fleet_lock_prefix)");
-            }
-        }
-        targets
-    }
-
-    /// Removes a registration whose parameter is no longer in SSM.
-    async fn deregister(&self, app: &App, parameter: &str) {
-        let name = self.scope(app).registration(parameter);
-        match ssm::delete_marker(&self.ssm, &name).await {
-            Ok(()) => {
-                tracing::info!(parameter = %parameter, "a registered client secret parameter is no longer in SSM; its registration is removed")
-            }
-            Err(e) => {
-                tracing::debug!(parameter = %parameter, error = %e, "cannot remove a stale registration")
-            }
-        }
-    }
-
-    fn client_id_parameters(&self) -> Vec<String> {
-        let mut names: Vec<String> = Vec::new();
-        for cred in &self.config.credentials {
-            if !names.contains(&cred.client_id_parameter) {
-                names.push(cred.client_id_parameter.clone());
-            }
-        }
-        names
     }
 
     fn note_queue(&self, queue: &str, result: Result<usize, &str>) {

@@ -11,6 +11,8 @@ use std::time::SystemTime;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::rotation::fleet::parse_time;
+
 pub const NEW_SECRET: &str = "APPLICATION_OAUTH_CLIENT_NEW_SECRET";
 pub const SECRET_EXPIRY: &str = "APPLICATION_OAUTH_CLIENT_SECRET_EXPIRY";
 
@@ -159,13 +161,6 @@ fn secret_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretS
         }
     }
     d.deserialize_option(Secret)
-}
-
-/// An RFC 3339 time with any offset (Amazon writes `Z`, but an offset is valid too).
-pub fn parse_time(text: &str) -> Option<SystemTime> {
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(SystemTime::from)
 }
 
 /// Printable, short: a value from the body that may be echoed (a type name, a time).

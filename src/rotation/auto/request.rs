@@ -407,10 +407,10 @@ impl Rotator {
             reason = %e.reason.as_deref().unwrap_or("?"),
             "automatic rotation: Amazon announced the client secret's expiry"
         );
-        let origin = self.origin(&self.scope(&subject.app)).await;
         // The notification the current value came from, when it came from one.
-        let old_secret_expiry = origin
-            .filter(|o| o.fingerprint == subject.fingerprint)
+        let old_secret_expiry = self
+            .origin(&self.scope(&subject.app), &subject.fingerprint)
+            .await
             .and_then(|o| o.old_secret_expires_at)
             .and_then(|t| fleet::parse_time(&t));
         let action = machine::expiry_action(
@@ -428,10 +428,15 @@ impl Rotator {
             ExpiryAction::Rotate => {
                 // In this message's own task, so that the message is deleted only once the
                 // request got somewhere.
+                let app = subject.app.clone();
                 let outcome = self
                     .start(subject, Trigger::ExpiryNotification, false, false)
                     .await;
                 tracing::info!(message_id = %work.id, parameter = %parameter, outcome = %outcome.label(), "automatic rotation: expiry notification handled");
+                if let Requested::Skipped(Skip::NeedsAttention) = &outcome {
+                    // Amazon's only warning must reach a person: the agent cannot act on it.
+                    self.expiry_blocked(&app, &work.id, &e).await;
+                }
                 !matches!(outcome, Requested::Failed(_))
             }
         };
@@ -448,6 +453,38 @@ impl Rotator {
                 tracing::warn!(message_id = %id, error = %err, "cannot finish the expiry notification; it reappears and is looked at again")
             }
         }
+    }
+}
+
+impl Rotator {
+    /// An expiry notice arrived while the last rotation needs a person: it is passed on.
+    async fn expiry_blocked(&self, app: &App, message_id: &str, e: &Expiry) {
+        let credential = app
+            .credentials
+            .first()
+            .map(String::as_str)
+            .unwrap_or("NAME");
+        let what = format!(
+            "Amazon says the client secret expires at {} ({}), and the agent cannot rotate it \
+             on its own: the last automatic rotation of {} needs a person",
+            e.expires_at.as_deref().unwrap_or("?"),
+            e.reason.as_deref().unwrap_or("no reason given"),
+            app.key_parameter(),
+        );
+        let action = format!(
+            "Settle what the earlier alert about {param} names (`lwa-agent status` shows it), \
+             then rotate before that time: sudo lwa-agent rotate --credential {credential}",
+            param = app.key_parameter(),
+        );
+        self.alert(
+            app,
+            self.scope(app)
+                .alert("expiry-blocked", &fleet::hash(message_id)),
+            &what,
+            None,
+            &action,
+        )
+        .await;
     }
 }
 

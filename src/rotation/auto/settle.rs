@@ -5,8 +5,10 @@
 //! Whichever agent next looks at the message applies it by the usual rule
 //! (`machine::completion`): deleted as stale, or proved and written.
 //!
-//! Invariant: the decision is about the secret SSM holds now (by its fingerprint); once
-//! SSM holds another, it counts for nothing.
+//! Invariants: there is a decision only about a conflict the fleet recorded
+//! (`fleet::Conflict`); it is about the secret SSM holds now (by its fingerprint), and once
+//! SSM holds another it counts for nothing; keeping SSM's secret makes only that message
+//! and messages Amazon sent before it older, never one sent later.
 
 use std::time::SystemTime;
 
@@ -24,23 +26,44 @@ pub enum Settle {
 }
 
 impl Rotator {
-    /// Records the decision for `credential`'s app; returns the parameter and version it
-    /// is about.
+    /// Records the decision about the conflict the fleet has for `credential`'s app;
+    /// returns the parameter and version it is about. Refused when there is no conflict.
     pub async fn settle(&self, credential: &str, how: Settle) -> Result<(String, i64), String> {
         let subject = self.subject(Target::Credential(credential)).await?;
+        let scope = self.scope(&subject.app);
+        let conflict = self.conflict_record(&scope).await?.ok_or_else(|| {
+            format!(
+                "no conflict is recorded for the app of credential `{credential}` (under \
+                 rotation.fleet_lock_prefix): nothing to settle. `lwa-agent status` shows the \
+                 automatic rotation's state"
+            )
+        })?;
+        let waiting = fleet::parse_time(&conflict.published).ok_or_else(|| {
+            format!(
+                "the conflict record {} is unreadable; delete it and let the agent record \
+                 the conflict again",
+                scope.conflict()
+            )
+        })?;
+        // SSM's secret is dated just after the waiting message (so that message, and only
+        // messages Amazon sent before it, count as older), or at the epoch (so the message
+        // counts as newer).
         let (published, source) = match how {
-            Settle::Ssm => (SystemTime::now(), fleet::source::KEEP_SSM),
+            Settle::Ssm => (
+                waiting + std::time::Duration::from_millis(1),
+                fleet::source::KEEP_SSM,
+            ),
             Settle::Message => (SystemTime::UNIX_EPOCH, fleet::source::TAKE_MESSAGE),
         };
         self.set_origin(
-            &self.scope(&subject.app),
+            &scope,
             subject.fingerprint.clone(),
             Some(published),
             None,
             source,
         )
         .await?;
-        tracing::info!(parameter = %subject.app.key_parameter(), version = subject.version, decision = ?how, "automatic rotation: a person settled a conflict");
+        tracing::info!(parameter = %subject.app.key_parameter(), version = subject.version, message_id = %conflict.message_id, decision = ?how, "automatic rotation: a person settled a conflict");
         Ok((subject.app.key_parameter().to_string(), subject.version))
     }
 }
