@@ -4,6 +4,7 @@
 mod check;
 mod client;
 mod doctor;
+pub mod load_credentials;
 mod put_secret;
 mod rotate;
 mod setup;
@@ -106,6 +107,22 @@ pub enum Command {
         for a usage error."
     )]
     Setup(Box<setup::SetupArgs>),
+    /// Copy credential files for the service on systemd before 247 (run by the units as
+    /// root)
+    #[command(
+        long_about = "Copy credential files into $LWA_CREDENTIALS_DIRECTORY for the service, on \
+        systemd before 247, which has no LoadCredential= (RHEL 8). The packaged units run it \
+        as root (ExecStartPre=+) with the same ID:PATH pairs as their LoadCredential= lines; \
+        the directory is the unit's RuntimeDirectory=, made for the service user alone and \
+        removed when the service stops. Each copy is mode 0400 and belongs to the service \
+        user; a missing file is skipped. When systemd sets $CREDENTIALS_DIRECTORY (247 and \
+        later) it does nothing."
+    )]
+    LoadCredentials {
+        /// ID:PATH, as in LoadCredential=
+        #[arg(value_name = "ID:PATH", required = true)]
+        pairs: Vec<load_credentials::Pair>,
+    },
     /// Rotate a credential's LWA client secret automatically now, whatever its age
     #[command(
         long_about = "Rotate a credential's LWA client secret now, the way [rotation.auto] \
@@ -217,6 +234,7 @@ fn dispatch(cli: Cli) -> Outcome {
             put_secret::run(cfg, credential, field, socket)
         }),
         Command::Setup(args) => setup::run(*args, &config_path),
+        Command::LoadCredentials { pairs } => load_credentials::run(pairs),
         Command::Rotate {
             credential,
             dry_run,

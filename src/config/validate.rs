@@ -570,17 +570,23 @@ fn auto_rotation(
 }
 
 /// Resolves a path that may start with `%d/` (systemd `LoadCredential=`) against
-/// `$CREDENTIALS_DIRECTORY`.
+/// `$CREDENTIALS_DIRECTORY`, or, on systemd before 247, against the directory the packaged
+/// units copy the same files to (`$LWA_CREDENTIALS_DIRECTORY`, `lwa-agent
+/// load-credentials`): one config serves every systemd version.
 pub fn resolve_credential_path(path: &str) -> Result<PathBuf, String> {
-    match path.strip_prefix("%d/") {
-        None => Ok(PathBuf::from(path)),
-        Some(rest) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(dir) if !dir.is_empty() => Ok(Path::new(&dir).join(rest)),
-            _ => Err(format!(
-                "`{path}` is relative to $CREDENTIALS_DIRECTORY, which is not set: run under \
-                 systemd with LoadCredential=, or use an absolute path"
-            )),
-        },
+    let Some(rest) = path.strip_prefix("%d/") else {
+        return Ok(PathBuf::from(path));
+    };
+    let dir = ["CREDENTIALS_DIRECTORY", "LWA_CREDENTIALS_DIRECTORY"]
+        .iter()
+        .find_map(|v| std::env::var_os(v).filter(|d| !d.is_empty()));
+    match dir {
+        Some(dir) => Ok(Path::new(&dir).join(rest)),
+        None => Err(format!(
+            "`{path}` is relative to $CREDENTIALS_DIRECTORY, which is not set: run under \
+             systemd with LoadCredential= (or the packaged units, which hand the files over on \
+             every systemd version), or use an absolute path"
+        )),
     }
 }
 

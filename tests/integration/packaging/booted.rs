@@ -210,6 +210,7 @@ impl Booted {
             .lines()
             .filter(|l| {
                 l.contains("SIGSYS")
+                    || l.contains("Function not implemented")
                     || l.contains("Operation not permitted")
                     || l.contains("Permission denied")
                     || l.contains("status=31/SYS")
@@ -693,5 +694,321 @@ async fn root_commands_fallback_credentials_timer_and_invalid_config_under_a_rea
     w.canaries.assert_absent(
         "the journal",
         &sd.journal(&["-u", "lwa-agent.service", "-u", "lwa-agent-check.service"]),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Every supported systemd: the units as 239, 247 and 249 read them
+// ---------------------------------------------------------------------------------------
+
+/// The installed units as systemd `version` reads them (`unit_as`), before boot.
+fn read_units_as(version: u32) {
+    for name in unit_files() {
+        let path = Path::new("/lib/systemd/system").join(&name);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        std::fs::write(&path, unit_as(&text, version)).expect("rewrite the installed unit");
+    }
+}
+
+/// A drop-in that answers every system call added after Linux 4.18 with ENOSYS (the unit's
+/// `SystemCallErrorNumber=`), as a 4.18 kernel does.
+fn kernel_4_18() -> String {
+    let path = repo().join("tests/vectors/systemd/post-4.18.txt");
+    let names = std::fs::read_to_string(&path).expect("post-4.18.txt");
+    let names: Vec<&str> = names.split_whitespace().collect();
+    assert!(names.contains(&"clone3") && names.contains(&"close_range"));
+    format!("[Service]\nSystemCallFilter=~{}\n", names.join(" "))
+}
+
+/// The package's life under a systemd that reads the units as `version` does: the token
+/// over socket activation with the Roles Anywhere files handed over (by LoadCredential=,
+/// or before 247 by `load-credentials`), reload, the check service, a certificate renewal
+/// through the path unit with no failed request, the watchdog, stop (no copy of the key
+/// left), and purge. With `old_kernel`, every call newer than Linux 4.18 answers ENOSYS.
+async fn the_package_as_an_older_systemd_runs_it(version: u32, old_kernel: bool) {
+    let t0 = Instant::now();
+    let step = |what: &str| {
+        eprintln!(
+            "[systemd {version}] [{:6.1}s] {what}",
+            t0.elapsed().as_secs_f64()
+        )
+    };
+    let p = packages();
+    let _installed = Installed::new(&p.deb);
+    read_units_as(version);
+    let w = World::new().await;
+    let ra = RolesAnywhereHost::new(w.dir.path()).await;
+    let pki = PkiDir::install(&ra);
+    std::fs::write(
+        "/etc/lwa-agent/lwa-agent.toml",
+        installed_config(&w, &ra.section()),
+    )
+    .expect("write config");
+    let sd = Booted::boot();
+    if old_kernel {
+        for unit in ["lwa-agent.service", "lwa-agent-check.service"] {
+            sd.drop_in(unit, "kernel-4-18", &kernel_4_18());
+        }
+    }
+
+    step("token over socket activation, Roles Anywhere");
+    assert_eq!(
+        token(&sd.socket()).await,
+        Ok(200),
+        "{}",
+        sd.journal(&["-n", "80"])
+    );
+    ra.assert_used();
+    let status = request(&sd.socket(), "GET", "/v1/status", &[]).await.json();
+    assert_eq!(
+        status["aws"]["credential_source"], "IAM Roles Anywhere",
+        "{status}"
+    );
+    let copies = PathBuf::from(format!("/proc/{}/root/run/lwa-agent-credentials", sd.pid));
+    let (uid, _, _, _) = passwd_entry("lwa-agent").expect("the package made the user");
+    if version < 247 {
+        // The hand-off: 0400 copies for the service user alone, in a 0700 directory.
+        let dir = std::fs::metadata(&copies).expect("the runtime directory");
+        assert_eq!((dir.uid(), dir.mode() & 0o777), (uid, 0o700));
+        for id in [
+            "rolesanywhere-cert",
+            "rolesanywhere-key",
+            "rolesanywhere-chain",
+        ] {
+            let meta = std::fs::metadata(copies.join(id)).expect("a copy");
+            assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o400), "{id}");
+        }
+    } else {
+        let copied: Vec<_> = std::fs::read_dir(&copies)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            copied.is_empty(),
+            "LoadCredential= hands them over: {copied:?}"
+        );
+    }
+    // The key stays root-only on disk.
+    let key = std::fs::metadata(Path::new(PkiDir::DIR).join("key.pem")).expect("key");
+    assert_eq!((key.uid(), key.mode() & 0o777), (0, 0o600));
+
+    step("reload");
+    let pid = sd.main_pid();
+    sd.systemctl_ok(&["reload", "lwa-agent.service"]);
+    sd.wait("the reload in the journal", 20, || {
+        sd.journal(&["-u", "lwa-agent.service"]).contains("SIGHUP")
+    });
+    assert_eq!(sd.main_pid(), pid, "a reload is not a restart");
+    assert_eq!(token(&sd.socket()).await, Ok(200));
+
+    step("check service");
+    sd.systemctl_ok(&["start", "lwa-agent-check.service"]);
+    assert_eq!(sd.show("lwa-agent-check.service", "Result"), "success");
+    assert!(
+        sd.journal(&["-u", "lwa-agent-check.service"])
+            .contains("rotation check at"),
+        "{}",
+        sd.journal(&["-u", "lwa-agent-check.service"])
+    );
+
+    step("certificate renewal");
+    let clients = ClientLoop::start(sd.socket(), 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let renewed = ra.renew(w.dir.path());
+    PkiDir::renew(&renewed, Renewal::WriteThenRename, true);
+    sd.wait("the agent restarted for the new certificate", 30, || {
+        let now = sd.main_pid();
+        now != 0 && now != pid && sd.show("lwa-agent.service", "ActiveState") == "active"
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    clients.finish("a certificate renewal").await;
+
+    step("watchdog");
+    sd.drop_in(
+        "lwa-agent.service",
+        "watchdog",
+        "[Service]\nWatchdogSec=3s\n",
+    );
+    sd.systemctl_ok(&["restart", "lwa-agent.service"]);
+    let pid = sd.main_pid();
+    let restarts: u32 = sd
+        .show("lwa-agent.service", "NRestarts")
+        .parse()
+        .expect("n");
+    sd.sh(&format!("kill -STOP {pid}"));
+    sd.wait("the watchdog restart", 40, || {
+        let n: u32 = sd
+            .show("lwa-agent.service", "NRestarts")
+            .parse()
+            .unwrap_or(0);
+        n > restarts && sd.show("lwa-agent.service", "ActiveState") == "active"
+    });
+    assert_eq!(token(&sd.socket()).await, Ok(200));
+
+    step("stop");
+    sd.systemctl_ok(&["stop", "lwa-agent.service"]);
+    assert!(!copies.exists(), "a copy of the key outlived the service");
+
+    if version == OLDEST_SYSTEMD {
+        step("no Roles Anywhere files at all");
+        drop(pki);
+        std::fs::write("/etc/lwa-agent/lwa-agent.toml", installed_config(&w, ""))
+            .expect("write config");
+        sd.drop_in("lwa-agent.service", "keys", STATIC_KEYS);
+        assert_eq!(
+            token(&sd.socket()).await,
+            Ok(200),
+            "{}",
+            sd.journal(&["-n", "60"])
+        );
+        let status = request(&sd.socket(), "GET", "/v1/status", &[]).await.json();
+        assert_ne!(
+            status["aws"]["credential_source"], "IAM Roles Anywhere",
+            "{status}"
+        );
+    }
+
+    step("purge");
+    sd.dpkg(&["--purge", "lwa-agent"]);
+    assert_eq!(sd.show("lwa-agent.socket", "ActiveState"), "inactive");
+    assert!(!Path::new("/var/lib/lwa-agent").exists());
+    let refused = sd.sandbox_refusals();
+    assert!(refused.is_empty(), "the sandbox refused: {refused:#?}");
+    w.canaries.assert_absent(
+        "the journal",
+        &sd.journal(&["-u", "lwa-agent.service", "-u", "lwa-agent-check.service"]),
+    );
+    step("done");
+}
+
+/// RHEL 8: systemd 239 on a 4.18 kernel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_package_as_systemd_239_on_a_4_18_kernel_runs_it() {
+    the_package_as_an_older_systemd_runs_it(239, true).await;
+}
+
+/// Debian 11.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_package_as_systemd_247_runs_it() {
+    the_package_as_an_older_systemd_runs_it(247, false).await;
+}
+
+/// SLES 15 SP4/SP5, Ubuntu 22.04.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_package_as_systemd_249_runs_it() {
+    the_package_as_an_older_systemd_runs_it(249, false).await;
+}
+
+/// A renewed certificate restarts the agent exactly once however it is written, with a
+/// chain and without one (the watch on a missing chain.pem used to lose the renewal), and
+/// a half-done renewal (the certificate, not yet its key) restarts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_renewal_restarts_the_agent_once_however_it_is_written() {
+    let p = packages();
+    let _installed = Installed::new(&p.deb);
+    let w = World::new().await;
+    for chained in [true, false] {
+        let ra = if chained {
+            RolesAnywhereHost::new(w.dir.path()).await
+        } else {
+            RolesAnywhereHost::without_chain(w.dir.path()).await
+        };
+        let _pki = PkiDir::install(&ra);
+        assert_eq!(Path::new(PkiDir::DIR).join("chain.pem").exists(), chained);
+        std::fs::write(
+            "/etc/lwa-agent/lwa-agent.toml",
+            installed_config(&w, &ra.section()),
+        )
+        .expect("write config");
+        let sd = Booted::boot();
+        assert_eq!(
+            token(&sd.socket()).await,
+            Ok(200),
+            "{}",
+            sd.journal(&["-n", "60"])
+        );
+        let cases = [
+            (
+                "rename-over of both files",
+                Renewal::RenameOver,
+                true,
+                false,
+            ),
+            (
+                "rename-over of the certificate alone (same key)",
+                Renewal::RenameOver,
+                false,
+                true,
+            ),
+            ("a copy in place", Renewal::CopyInPlace, true, false),
+            (
+                "a renewal tool's write-then-rename",
+                Renewal::WriteThenRename,
+                true,
+                false,
+            ),
+        ];
+        for (i, (what, how, key, same_key)) in cases.into_iter().enumerate() {
+            let what = format!(
+                "{what}, {}",
+                if chained {
+                    "with chain.pem"
+                } else {
+                    "no chain.pem"
+                }
+            );
+            let files = if same_key {
+                ra.reissue(w.dir.path(), &format!("case{i}"))
+            } else {
+                ra.renew_named(w.dir.path(), &format!("case{i}"))
+            };
+            restarts_once(&sd, &ra, &what, || PkiDir::renew(&files, how, key)).await;
+        }
+        // Half done: the new certificate, its key not yet. The check fails; nothing restarts.
+        let files = ra.renew_named(w.dir.path(), "half");
+        let pid = sd.main_pid();
+        let clients = ClientLoop::start(sd.socket(), 2);
+        PkiDir::renew(&files, Renewal::RenameOver, false);
+        sd.wait("the check of the half-done renewal", 20, || {
+            sd.show("lwa-agent-pki.service", "Result") == "exit-code"
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            sd.main_pid(),
+            pid,
+            "a half-done renewal restarted the agent"
+        );
+        clients.finish("a half-done renewal").await;
+        // The key follows: now it restarts, once.
+        restarts_once(&sd, &ra, "the key after the certificate", || {
+            PkiDir::renew(&files, Renewal::RenameOver, true)
+        })
+        .await;
+        sd.systemctl_ok(&["stop", "lwa-agent.service", "lwa-agent.socket"]);
+    }
+}
+
+/// Runs `renew` while clients ask for tokens; the agent restarts exactly once, no request
+/// fails, and the restarted agent signs with the new certificate.
+async fn restarts_once(sd: &Booted, ra: &RolesAnywhereHost, what: &str, renew: impl FnOnce()) {
+    let before = sd.main_pid();
+    let serial_before = ra.last_serial();
+    let clients = ClientLoop::start(sd.socket(), 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    renew();
+    sd.wait(&format!("the restart for {what}"), 30, || {
+        let now = sd.main_pid();
+        now != 0 && now != before && sd.show("lwa-agent.service", "ActiveState") == "active"
+    });
+    let after = sd.main_pid();
+    // Longer than the path unit's settle and check: a second restart would show by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sd.main_pid(), after, "{what}: the agent restarted twice");
+    clients.finish(what).await;
+    assert_eq!(token(&sd.socket()).await, Ok(200));
+    assert_ne!(
+        ra.last_serial(),
+        serial_before,
+        "{what}: the old certificate still signs"
     );
 }

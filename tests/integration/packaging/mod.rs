@@ -433,6 +433,112 @@ fn man_pages() -> Vec<String> {
     pages
 }
 
+// ---------------------------------------------------------------------------------------
+// systemd versions: the directive table and the units as an older systemd reads them
+// ---------------------------------------------------------------------------------------
+
+/// The oldest systemd the units support (RHEL 8).
+const OLDEST_SYSTEMD: u32 = 239;
+
+/// One row of systemd/directives.md.
+struct Directive {
+    name: String,
+    since: u32,
+    /// What a host with an older systemd does without it ("—" when none is older).
+    plan: String,
+}
+
+/// The table in systemd/directives.md.
+fn directives() -> Vec<Directive> {
+    let path = repo().join("systemd/directives.md");
+    let text = std::fs::read_to_string(&path).expect("systemd/directives.md");
+    let rows: Vec<Directive> = text
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            assert!(
+                cells.len() >= 4,
+                "{}: a row needs 4 cells: {l}",
+                path.display()
+            );
+            Directive {
+                name: cells[0].trim_matches('`').trim_end_matches('=').to_string(),
+                since: cells[1].parse().unwrap_or_else(|_| {
+                    panic!("{}: `{}` is not a version", path.display(), cells[1])
+                }),
+                plan: cells[2].to_string(),
+            }
+        })
+        .collect();
+    assert!(rows.len() > 40, "the table has {} rows", rows.len());
+    rows
+}
+
+/// The unit files the packages install (their names).
+fn unit_files() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo().join("systemd"))
+        .expect("systemd/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            [".service", ".socket", ".timer", ".path"]
+                .iter()
+                .any(|x| n.ends_with(x))
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A unit file's text as systemd `version` reads it: every line whose directive is newer
+/// is left out, which is what that systemd does with it ("Unknown lvalue … ignoring");
+/// and, below 252, the syscall groups of `SystemCallFilter=` are what they hold in that
+/// version (tests/vectors/systemd), not what the running 252 would make of the names.
+fn unit_as(text: &str, version: u32) -> String {
+    let table = directives();
+    let since = |key: &str| {
+        table
+            .iter()
+            .find(|d| d.name == key)
+            .map(|d| d.since)
+            .unwrap_or_else(|| panic!("{key}= is not in systemd/directives.md"))
+    };
+    let list = (version < 252).then(|| {
+        let path = repo().join(format!("tests/vectors/systemd/v{version}-allowed.txt"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let mut out = String::new();
+    let mut filter_written = false;
+    for line in text.lines() {
+        let t = line.trim();
+        let key = (!t.starts_with('#') && !t.starts_with('['))
+            .then(|| t.split_once('=').map(|(k, _)| k.trim()))
+            .flatten();
+        match key {
+            Some(k) if since(k) > version => continue,
+            Some("SystemCallFilter") if list.is_some() => {
+                if !filter_written {
+                    out.push_str(&format!(
+                        "SystemCallFilter={}\n",
+                        list.as_deref().unwrap_or("")
+                    ));
+                    filter_written = true;
+                }
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 const UNITS: [&str; 4] = [
     "lwa-agent.socket",
     "lwa-agent.service",
@@ -444,55 +550,91 @@ const UNITS: [&str; 4] = [
 // IAM Roles Anywhere, the way the packaged units pass it
 // ---------------------------------------------------------------------------------------
 
-/// A host identity (a leaf under an intermediate, so the chain file is used too) and the
-/// project's verifying Roles Anywhere endpoint, which trusts its root.
+/// A host identity and the project's verifying Roles Anywhere endpoint, which trusts its
+/// root: a leaf under an intermediate (so the chain file is used too), or, as from a CA
+/// that issues leaf certificates directly, a leaf of the root with no chain.
 struct RolesAnywhereHost {
     files: pki::Files,
     endpoint: FakeRolesAnywhere,
     /// Issues the host's certificates (a renewal too).
-    intermediate: Ca,
+    issuer: Ca,
+    /// The issuer's own certificate goes into the chain file (it is an intermediate).
+    chained: bool,
+    /// The current leaf, for a renewal that keeps its key.
+    leaf: pki::Leaf,
 }
 
 impl RolesAnywhereHost {
     async fn new(dir: &Path) -> RolesAnywhereHost {
+        Self::start(dir, true).await
+    }
+
+    /// No intermediate: no chain.pem on the host.
+    async fn without_chain(dir: &Path) -> RolesAnywhereHost {
+        Self::start(dir, false).await
+    }
+
+    async fn start(dir: &Path, chained: bool) -> RolesAnywhereHost {
         let root = Ca::root("lwa-agent packaging root");
-        let intermediate = root.intermediate("lwa-agent packaging intermediate");
-        let leaf = intermediate.issue(KeyKind::Rsa2048);
-        let files = pki::write(dir, "host", &leaf, &[&intermediate], KeyFormat::Pkcs8);
-        assert!(files.chain.is_some(), "the test identity has a chain");
         let endpoint = FakeRolesAnywhere::start(rolesanywhere::Settings::trusting(root.der()))
             .await
             .expect("Roles Anywhere endpoint starts");
+        let issuer = if chained {
+            root.intermediate("lwa-agent packaging intermediate")
+        } else {
+            root
+        };
+        let leaf = issuer.issue(KeyKind::Rsa2048);
+        let chain: Vec<&Ca> = if chained { vec![&issuer] } else { vec![] };
+        let files = pki::write(dir, "host", &leaf, &chain, KeyFormat::Pkcs8);
+        assert_eq!(files.chain.is_some(), chained);
         RolesAnywhereHost {
             files,
             endpoint,
-            intermediate,
+            issuer,
+            chained,
+            leaf,
         }
     }
 
-    /// A renewed certificate and key for the same host, from the same CA.
+    /// A renewed certificate and key for the same host, from the same CA (`name` makes the
+    /// files' names).
     fn renew(&self, dir: &Path) -> pki::Files {
-        let leaf = self.intermediate.issue(KeyKind::Rsa2048);
-        pki::write(
-            dir,
-            "renewed",
-            &leaf,
-            &[&self.intermediate],
-            KeyFormat::Pkcs8,
-        )
+        self.renew_named(dir, "renewed")
+    }
+
+    fn renew_named(&self, dir: &Path, name: &str) -> pki::Files {
+        let leaf = self.issuer.issue(KeyKind::Rsa2048);
+        self.write(dir, name, &leaf)
+    }
+
+    /// A renewed certificate for the same key.
+    fn reissue(&self, dir: &Path, name: &str) -> pki::Files {
+        let leaf = self
+            .issuer
+            .reissue(&self.leaf, &pki::LeafOptions::default());
+        self.write(dir, name, &leaf)
+    }
+
+    fn write(&self, dir: &Path, name: &str, leaf: &pki::Leaf) -> pki::Files {
+        let chain: Vec<&Ca> = if self.chained {
+            vec![&self.issuer]
+        } else {
+            vec![]
+        };
+        pki::write(dir, name, leaf, &chain, KeyFormat::Pkcs8)
     }
 
     /// The files under the names the units' LoadCredential= lines give them.
-    fn credentials(&self) -> [(&'static str, &'static str, PathBuf); 3] {
-        [
+    fn credentials(&self) -> Vec<(&'static str, &'static str, PathBuf)> {
+        let mut all = vec![
             ("rolesanywhere-cert", "cert.pem", self.files.cert.clone()),
             ("rolesanywhere-key", "key.pem", self.files.key.clone()),
-            (
-                "rolesanywhere-chain",
-                "chain.pem",
-                self.files.chain.clone().expect("chain"),
-            ),
-        ]
+        ];
+        if let Some(chain) = &self.files.chain {
+            all.push(("rolesanywhere-chain", "chain.pem", chain.clone()));
+        }
+        all
     }
 
     /// `[aws.roles_anywhere]` as the example config and the README write it: every file
@@ -502,12 +644,17 @@ impl RolesAnywhereHost {
             "[aws.roles_anywhere]\n\
              certificate = \"%d/rolesanywhere-cert\"\n\
              private_key = \"%d/rolesanywhere-key\"\n\
-             certificate_chain = \"%d/rolesanywhere-chain\"\n\
+             {chain}\
              trust_anchor_arn = \"arn:aws:rolesanywhere:us-east-2:111122223333:trust-anchor/ta\"\n\
              profile_arn = \"arn:aws:rolesanywhere:us-east-2:111122223333:profile/profile\"\n\
              role_arn = \"arn:aws:iam::111122223333:role/lwa-agent\"\n\
              endpoint_url = \"{}\"\n",
-            self.endpoint.url()
+            self.endpoint.url(),
+            chain = if self.chained {
+                "certificate_chain = \"%d/rolesanywhere-chain\"\n"
+            } else {
+                ""
+            },
         )
     }
 
@@ -518,6 +665,15 @@ impl RolesAnywhereHost {
             "no Roles Anywhere session was created"
         );
         self.endpoint.assert_all_verified();
+    }
+
+    /// The serial of the certificate the last verified request was signed with.
+    fn last_serial(&self) -> Option<String> {
+        self.endpoint
+            .received()
+            .iter()
+            .rev()
+            .find_map(|r| r.verified.as_ref().map(|v| v.serial.clone()))
     }
 }
 
@@ -540,7 +696,52 @@ impl PkiDir {
     }
 }
 
+/// How a renewal puts the new files in place.
+#[derive(Debug, Clone, Copy)]
+enum Renewal {
+    /// Prepared elsewhere on the same file system, then renamed over the old ones.
+    RenameOver,
+    /// Copied over the old ones, in place (same inode).
+    CopyInPlace,
+    /// A renewal tool's way: each written beside its old one, then renamed over it.
+    WriteThenRename,
+}
+
 impl PkiDir {
+    /// Puts `files` in place `how`: the certificate first, then the key (unless
+    /// `key` is false: a renewal that keeps the key, or one half done).
+    fn renew(files: &pki::Files, how: Renewal, key: bool) {
+        let staging = Path::new("/etc/lwa-agent/.staging");
+        let mut pairs = vec![(&files.cert, "cert.pem")];
+        if key {
+            pairs.push((&files.key, "key.pem"));
+        }
+        for (source, name) in pairs {
+            let dest = Path::new(Self::DIR).join(name);
+            match how {
+                Renewal::RenameOver => {
+                    std::fs::create_dir_all(staging).expect("staging dir");
+                    let tmp = staging.join(name);
+                    std::fs::copy(source, &tmp).expect("stage");
+                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                        .expect("chmod");
+                    std::fs::rename(&tmp, &dest).expect("rename over");
+                }
+                Renewal::CopyInPlace => {
+                    std::fs::copy(source, &dest).expect("copy in place");
+                }
+                Renewal::WriteThenRename => {
+                    let tmp = Path::new(Self::DIR).join(format!(".{name}.new"));
+                    std::fs::copy(source, &tmp).expect("write beside");
+                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                        .expect("chmod");
+                    std::fs::rename(&tmp, &dest).expect("rename into place");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(staging);
+    }
+
     /// Installs renewed files the way an operator should: each written beside its old
     /// one and renamed over it, the certificate first, then the key.
     fn replace(files: &pki::Files) {
