@@ -927,18 +927,19 @@ async fn a_certificate_renewal_restarts_the_agent_once_however_it_is_written() {
             "{}",
             sd.journal(&["-n", "60"])
         );
+        // The certificate alone first: it is reissued for the key installed at the start.
         let cases = [
-            (
-                "rename-over of both files",
-                Renewal::RenameOver,
-                true,
-                false,
-            ),
             (
                 "rename-over of the certificate alone (same key)",
                 Renewal::RenameOver,
                 false,
                 true,
+            ),
+            (
+                "rename-over of both files",
+                Renewal::RenameOver,
+                true,
+                false,
             ),
             ("a copy in place", Renewal::CopyInPlace, true, false),
             (

@@ -257,3 +257,23 @@ fn installed_units_pass_systemd_analyze_verify() {
         out.status
     );
 }
+
+/// The .deb installs with Debian 11's dpkg 1.20, which reads no zstd: every member is xz.
+/// Its maintainer scripts are POSIX sh (dash parses them).
+#[test]
+fn the_deb_is_readable_by_dpkg_1_20() {
+    let p = packages();
+    let members = run(Command::new(tool("ar")).arg("t").arg(&p.deb));
+    let members: Vec<&str> = members.lines().collect();
+    assert_eq!(
+        members,
+        ["debian-binary", "control.tar.xz", "data.tar.xz"],
+        "dpkg 1.20 reads gzip and xz, never zstd"
+    );
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = repo().join("packaging/debian").join(script);
+        run(Command::new(tool("dash")).arg("-n").arg(&path));
+        let text = std::fs::read_to_string(&path).expect("script");
+        assert!(text.starts_with("#!/bin/sh\n"), "{script}");
+    }
+}

@@ -610,9 +610,12 @@ impl RolesAnywhereHost {
 
     /// A renewed certificate for the same key.
     fn reissue(&self, dir: &Path, name: &str) -> pki::Files {
-        let leaf = self
-            .issuer
-            .reissue(&self.leaf, &pki::LeafOptions::default());
+        // A serial of its own: by default the serial follows the key.
+        let opts = pki::LeafOptions {
+            serial: Some(fastrand::u64(1..).to_be_bytes().to_vec()),
+            ..pki::LeafOptions::default()
+        };
+        let leaf = self.issuer.reissue(&self.leaf, &opts);
         self.write(dir, name, &leaf)
     }
 

@@ -286,3 +286,152 @@ fn rpm_installs_upgrades_and_erases_in_a_scratch_root() {
         .collect();
     assert_eq!(left, ["lwa-agent.toml.rpmsave"]);
 }
+
+/// What rpm 4.14 (RHEL 8, SLES 15) provides of `rpmlib()`: a package that needs anything
+/// else does not install there. From rpm's `lib/rpmds.c` at the tag rpm-4.14.0-release
+/// (`rpmlibProvides`).
+const RPM_4_14_RPMLIB: &[(&str, &str)] = &[
+    ("VersionedDependencies", "3.0.3-1"),
+    ("CompressedFileNames", "3.0.4-1"),
+    ("PayloadIsBzip2", "3.0.5-1"),
+    ("PayloadIsXz", "5.2-1"),
+    ("PayloadIsLzma", "4.4.2-1"),
+    ("PayloadFilesHavePrefix", "4.0-1"),
+    ("ExplicitPackageProvide", "4.0-1"),
+    ("HeaderLoadSortsTags", "4.0.1-1"),
+    ("ScriptletInterpreterArgs", "4.0.3-1"),
+    ("PartialHardlinkSets", "4.0.4-1"),
+    ("ConcurrentAccess", "4.1-1"),
+    ("BuiltinLuaScripts", "4.2.2-1"),
+    ("FileDigests", "4.6.0-1"),
+    ("FileCaps", "4.6.1-1"),
+    ("ScriptletExpansion", "4.9.0-1"),
+    ("TildeInVersions", "4.10.0-1"),
+    ("LargeFiles", "4.12.0-1"),
+    ("RichDependencies", "4.12.0-1"),
+];
+
+/// `3.0.4-1` as numbers, for comparing rpmlib versions.
+fn rpm_version(v: &str) -> Vec<u64> {
+    v.split(['.', '-'])
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
+}
+
+/// The .rpm installs with rpm 4.14: an xz payload (zstd only came to RHEL 8.2 and SLES 15
+/// SP2), and only `rpmlib()` features 4.14 provides, at versions it provides.
+#[test]
+fn the_rpm_is_readable_by_rpm_4_14() {
+    let p = packages();
+    let q = |args: &[&str]| run(Command::new(tool("rpm")).args(args).arg(&p.rpm));
+    assert_eq!(
+        q(&["-qp", "--qf", "%{PAYLOADCOMPRESSOR} %{PAYLOADFORMAT}"]).trim(),
+        "xz cpio"
+    );
+    let requires = q(&["-qp", "--requires"]);
+    let rpmlib: Vec<&str> = requires
+        .lines()
+        .filter(|l| l.starts_with("rpmlib("))
+        .collect();
+    assert!(!rpmlib.is_empty(), "{requires}");
+    for line in rpmlib {
+        let (feature, needed) = line
+            .strip_prefix("rpmlib(")
+            .and_then(|rest| rest.split_once(')'))
+            .map(|(f, rest)| (f, rest.trim().trim_start_matches("<=").trim()))
+            .unwrap_or_else(|| panic!("cannot read {line}"));
+        let provided = RPM_4_14_RPMLIB
+            .iter()
+            .find(|(f, _)| *f == feature)
+            .unwrap_or_else(|| panic!("{line}: rpm 4.14 has no rpmlib({feature})"));
+        assert!(
+            rpm_version(needed) <= rpm_version(provided.1),
+            "{line}: rpm 4.14 provides {}",
+            provided.1
+        );
+    }
+}
+
+/// Every scriptlet is POSIX sh that calls only systemctl, systemd-sysusers and POSIX
+/// utilities, so dnf and zypper run it alike; dash (a POSIX shell without extensions)
+/// parses each.
+#[test]
+fn rpm_scriptlets_use_only_posix_sh_systemctl_and_systemd_sysusers() {
+    let allowed = [
+        "systemctl",
+        "systemd-sysusers",
+        "echo",
+        "exit",
+        "command",
+        "rm",
+        "rmdir",
+        "[",
+        "test",
+        ":",
+        "true",
+    ];
+    let dir = repo().join("packaging/rpm");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("packaging/rpm").flatten() {
+        let path = entry.path();
+        let text = std::fs::read_to_string(&path).expect("scriptlet");
+        run(Command::new(tool("dash")).arg("-n").arg(&path));
+        for word in command_words(&text) {
+            assert!(
+                allowed.contains(&word.as_str()),
+                "{}: `{word}` is not POSIX sh, systemctl or systemd-sysusers",
+                path.display()
+            );
+        }
+        for bashism in [
+            "[[",
+            "function ",
+            "local ",
+            "source ",
+            "$'",
+            "<<<",
+            "==",
+            "&>",
+        ] {
+            assert!(!text.contains(bashism), "{}: {bashism}", path.display());
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "pre, post, preun, postun");
+}
+
+/// The command words of a shell script: the first word of each simple command (after
+/// `if`, `then`, `&&`, `|`, `;` and the like). Enough for the project's own scriptlets.
+fn command_words(script: &str) -> BTreeSet<String> {
+    let keywords = [
+        "if", "then", "else", "elif", "fi", "do", "done", "for", "while", "!",
+    ];
+    let mut words = BTreeSet::new();
+    // Continuation lines joined; redirections to a descriptor are not `&` lists.
+    let joined = script
+        .replace("\\\n", " ")
+        .replace("2>&1", "")
+        .replace(">&2", "");
+    for line in joined.lines() {
+        let line = line.split(" #").next().unwrap_or("").trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        for part in line.split(['|', ';', '&']) {
+            let mut tokens = part.split_whitespace();
+            let first = loop {
+                match tokens.next() {
+                    Some(t) if keywords.contains(&t) => continue,
+                    other => break other,
+                }
+            };
+            if let Some(w) = first {
+                // A continuation line's arguments and quoted text are not commands.
+                if !w.starts_with(['-', '\'', '"', '$', '/']) && !w.contains('=') {
+                    words.insert(w.to_string());
+                }
+            }
+        }
+    }
+    words
+}
