@@ -179,6 +179,10 @@ async fn start_rotation(
     tokio::spawn(async move {
         if let Ok(report) = first.run(true).await {
             if let Ok(mut s) = status.lock() {
+                if s.last_check.is_none() {
+                    s.last_check = Some(std::time::SystemTime::now());
+                    s.last_check_was_look = true;
+                }
                 s.last_report.get_or_insert(report);
             }
         }

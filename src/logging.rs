@@ -109,7 +109,28 @@ pub fn valid_level(level: &str) -> bool {
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level` for debugging.
 pub fn init(level: &str, format: Option<LogFormat>) {
-    let filter = filter(level, std::env::var("RUST_LOG").ok().as_deref());
+    install(
+        filter(level, std::env::var("RUST_LOG").ok().as_deref()),
+        format,
+    );
+}
+
+/// The subscriber of a one-shot command (`doctor`, `setup`, `rotate`…), which prints its
+/// own findings: only the agent's warnings reach stderr beside them. The AWS and HTTP
+/// crates' own warnings (a profile file the SDK could not read, a retry) say nothing the
+/// command does not say better, so they are left out, unless `RUST_LOG` asks for them.
+pub fn init_command() {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let mut f = filter("warn", rust_log.as_deref());
+    if rust_log.is_none() {
+        for target in QUIET {
+            f = f.with_target(target, LevelFilter::ERROR);
+        }
+    }
+    install(f, Some(LogFormat::Text));
+}
+
+fn install(filter: Targets, format: Option<LogFormat>) {
     let format = format.unwrap_or(if std::env::var_os("JOURNAL_STREAM").is_some() {
         LogFormat::Journald
     } else {
@@ -126,10 +147,18 @@ pub fn init(level: &str, format: Option<LogFormat>) {
             ),
             Err(e) => {
                 eprintln!("lwa-agent: cannot reach the journal ({e}); logging to stderr");
-                Box::new(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                Box::new(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(colour()),
+                )
             }
         },
-        LogFormat::Text => Box::new(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+        LogFormat::Text => Box::new(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(colour()),
+        ),
         LogFormat::Json => Box::new(
             tracing_subscriber::fmt::layer()
                 .json()
@@ -139,6 +168,13 @@ pub fn init(level: &str, format: Option<LogFormat>) {
     let _ = tracing_subscriber::registry()
         .with(layer.with_filter(filter))
         .try_init();
+}
+
+/// Colour codes only for a person at a terminal: a file, a pipe or the journal gets plain
+/// text (and `NO_COLOR` turns them off everywhere, https://no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
 #[cfg(test)]

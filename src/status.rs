@@ -115,6 +115,8 @@ fn rotation_status(agent: &Agent) -> Value {
         "schedule": cfg.schedule,
         "topic_arn": cfg.topic_arn,
         "last_check": s.last_check.map(rfc3339),
+        // The start-up look reads every parameter's age and sends nothing.
+        "last_check_kind": s.last_check.map(|_| if s.last_check_was_look { "start_up_look" } else { "check" }),
         "next_check": if cfg.enabled {
             crate::rotation::schedule::next_after_now(&cfg.schedule).map(rfc3339)
         } else {

@@ -70,10 +70,22 @@ impl std::fmt::Display for Described {
     }
 }
 
-const NO_CREDENTIALS_ADVICE: &str = "configure [aws.roles_anywhere] in the config (see \
-    /usr/share/doc/lwa-agent/docs/roles-anywhere.md), or run it the way the service does (systemctl start \
-    lwa-agent-check.service), which passes the Roles Anywhere files; `lwa-agent doctor` \
-    shows the credential source";
+/// Where AWS credentials come from, for a message that found none: the ways the agent
+/// takes them, and where each is explained.
+pub const NO_CREDENTIALS_ADVICE: &str = "the agent takes them from [aws.roles_anywhere] \
+    (docs/roles-anywhere.md), from aws.credentials_file (static keys, \
+    docs/aws-credentials.md), or else from the standard chain (on EC2 the instance role; \
+    for a person's commands AWS_PROFILE, also an SSO profile); give it one of them";
+
+/// One line for a credentials provider's error, its cause included.
+pub fn credentials_text(e: &CredentialsError) -> String {
+    match e {
+        CredentialsError::CredentialsNotLoaded(_) => {
+            format!("no AWS credentials found: {NO_CREDENTIALS_ADVICE}")
+        }
+        other => format!("cannot get AWS credentials: {}", root_cause(other)),
+    }
+}
 
 /// Describes `err` from `call` in one line.
 pub fn describe<E>(err: &SdkError<E, HttpResponse>, call: &Call<'_>) -> Described
@@ -98,8 +110,10 @@ where
                 class: Class::CredentialSource,
                 code: None,
                 line: format!(
-                    "{what} failed: cannot get AWS credentials: {}: check [aws.roles_anywhere] \
-                     and the certificate, or run `lwa-agent doctor`",
+                    "{what} failed: cannot get AWS credentials: {}: check the credential \
+                     source `lwa-agent doctor` names ([aws.roles_anywhere] and its certificate, \
+                     aws.credentials_file, or the profile or instance role of the standard \
+                     chain)",
                     root_cause(cred)
                 ),
             },

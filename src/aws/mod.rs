@@ -19,8 +19,10 @@ use roles_anywhere::RolesAnywhereProvider;
 /// Where the agent's AWS credentials come from, for status and doctor.
 #[derive(Debug, Clone)]
 pub enum CredentialSource {
-    /// The SDK's standard chain (environment, profile, container, instance metadata).
+    /// The SDK's standard chain (environment, profile, SSO, container, instance metadata).
     DefaultChain,
+    /// Static keys from `aws.credentials_file` (the path as resolved).
+    CredentialsFile(std::path::PathBuf),
     /// The host's X.509 certificate through IAM Roles Anywhere (`[aws.roles_anywhere]`).
     RolesAnywhere(RolesAnywhereProvider),
 }
@@ -29,6 +31,7 @@ impl CredentialSource {
     pub fn label(&self) -> &'static str {
         match self {
             CredentialSource::DefaultChain => "default credential chain",
+            CredentialSource::CredentialsFile(_) => "credentials file",
             CredentialSource::RolesAnywhere(_) => roles_anywhere::provider::LABEL,
         }
     }
@@ -40,6 +43,10 @@ impl CredentialSource {
             CredentialSource::DefaultChain => {
                 serde_json::json!({ "credential_source": self.label() })
             }
+            CredentialSource::CredentialsFile(path) => serde_json::json!({
+                "credential_source": self.label(),
+                "credentials_file": path.display().to_string(),
+            }),
             CredentialSource::RolesAnywhere(p) => p.status(),
         }
     }
@@ -48,7 +55,7 @@ impl CredentialSource {
     /// rotation check's reminders. `None` for sources without such a date.
     pub fn certificate_expiry(&self) -> Option<std::time::SystemTime> {
         match self {
-            CredentialSource::DefaultChain => None,
+            CredentialSource::DefaultChain | CredentialSource::CredentialsFile(_) => None,
             CredentialSource::RolesAnywhere(p) => Some(p.certificate().not_after),
         }
     }
@@ -62,6 +69,32 @@ impl CredentialSource {
 /// the tokio runtime that serves the clients.
 pub async fn connect(cfg: &AwsConfig) -> Result<(SdkConfig, CredentialSource), String> {
     crate::net::require_ca_store()?;
+    if let Some(file) = &cfg.credentials_file {
+        let path = credentials_file(file)?;
+        let files = aws_runtime::env_config::file::EnvConfigFiles::builder()
+            .include_default_config_file(false)
+            .include_default_credentials_file(false)
+            .with_file(
+                aws_runtime::env_config::file::EnvConfigFileKind::Credentials,
+                &path,
+            )
+            .build();
+        // Static keys need no HTTP, but the provider's config must name a client (the
+        // SDK panics without one): the agent's own, as everywhere.
+        let provider_config = aws_config::provider_config::ProviderConfig::default()
+            .with_http_client(crate::net::aws_http_client())
+            .with_region(Some(Region::new(cfg.region.clone())));
+        let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .configure(&provider_config)
+            .profile_files(files)
+            .profile_name("default")
+            .build();
+        let shared = SharedCredentialsProvider::new(provider);
+        return Ok((
+            sdk_config(cfg, Some(shared)).await,
+            CredentialSource::CredentialsFile(path),
+        ));
+    }
     match &cfg.roles_anywhere {
         None => Ok((sdk_config(cfg, None).await, CredentialSource::DefaultChain)),
         Some(ra) => {
@@ -74,6 +107,112 @@ pub async fn connect(cfg: &AwsConfig) -> Result<(SdkConfig, CredentialSource), S
             ))
         }
     }
+}
+
+/// `aws.credentials_file`, resolved and checked: readable, with a `[default]` profile that
+/// has an access key. At start-up a problem here is a config error (exit 2), like a wrong
+/// Roles Anywhere file. Never prints the file's content.
+pub fn credentials_file(file: &str) -> Result<std::path::PathBuf, String> {
+    let path = crate::config::resolve_credential_path(file)
+        .map_err(|e| format!("`aws.credentials_file`: {e}"))?;
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "`aws.credentials_file`: cannot read {} ({e}): the packaged units hand \
+             /etc/lwa-agent/aws-credentials (0600 root) over as %d/aws-credentials; create it \
+             (docs/aws-credentials.md) or remove the key",
+            path.display()
+        )
+    })?);
+    let has_default = text.lines().any(|l| l.trim() == "[default]");
+    let has_key = text
+        .lines()
+        .any(|l| l.trim_start().starts_with("aws_access_key_id"));
+    if !has_default || !has_key {
+        return Err(format!(
+            "`aws.credentials_file`: {} has no [default] profile with aws_access_key_id and \
+             aws_secret_access_key (is it the units' fallback text? then \
+             /etc/lwa-agent/aws-credentials is missing): write the keys there \
+             (docs/aws-credentials.md)",
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
+/// Who in the standard chain supplied credentials, by the SDK's own name for its provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainOrigin {
+    Environment,
+    Profile,
+    Sso,
+    Process,
+    WebIdentity,
+    Container,
+    InstanceRole,
+    Other(String),
+}
+
+impl ChainOrigin {
+    /// From the credentials' Debug text, which names their provider (the SDK has no getter
+    /// for it). The text also holds the access key id, never the secret; it is not kept.
+    pub fn of(credentials: &aws_credential_types::Credentials) -> ChainOrigin {
+        let debug = format!("{credentials:?}");
+        let name = debug
+            .split("provider_name: \"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("")
+            .to_string();
+        match name.as_str() {
+            "EnvironmentVariable" => ChainOrigin::Environment,
+            "ProfileFile" => ChainOrigin::Profile,
+            "SSO" => ChainOrigin::Sso,
+            "CredentialProcess" => ChainOrigin::Process,
+            "WebIdentityToken" => ChainOrigin::WebIdentity,
+            "ECS" | "ContainerCredentials" => ChainOrigin::Container,
+            "IMDSv2" => ChainOrigin::InstanceRole,
+            _ => ChainOrigin::Other(name),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ChainOrigin::Environment => "environment variables (AWS_ACCESS_KEY_ID…)".into(),
+            ChainOrigin::Profile => "a profile in ~/.aws/config or ~/.aws/credentials".into(),
+            ChainOrigin::Sso => "an IAM Identity Center (SSO) profile".into(),
+            ChainOrigin::Process => "a profile's credential_process".into(),
+            ChainOrigin::WebIdentity => "a web identity token".into(),
+            ChainOrigin::Container => "the container's role (ECS)".into(),
+            ChainOrigin::InstanceRole => "the EC2 instance role (instance metadata)".into(),
+            ChainOrigin::Other(name) => format!("the SDK's {name} provider"),
+        }
+    }
+
+    /// Credentials that belong to the person or shell that runs the command, which the
+    /// service (its own user, `ProtectHome=yes`, no such environment) does not have.
+    pub fn is_the_callers(&self) -> bool {
+        matches!(
+            self,
+            ChainOrigin::Environment
+                | ChainOrigin::Profile
+                | ChainOrigin::Sso
+                | ChainOrigin::Process
+        )
+    }
+}
+
+/// The credentials the SDK config's provider gives now, and (for the standard chain) who
+/// gave them.
+pub async fn resolve(sdk: &SdkConfig) -> Result<ChainOrigin, String> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let provider = sdk
+        .credentials_provider()
+        .ok_or_else(|| "no AWS credentials provider".to_string())?;
+    provider
+        .provide_credentials()
+        .await
+        .map(|c| ChainOrigin::of(&c))
+        .map_err(|e| error::credentials_text(&e))
 }
 
 /// Builds the shared SDK config. `credentials` replaces the standard chain when given.

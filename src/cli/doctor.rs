@@ -21,9 +21,58 @@ impl Report {
         self.failures += 1;
         println!("FAIL  {what}: {detail}");
     }
-    /// Works now, but will not for long (a certificate about to expire).
+    /// Works now, but will not for long, or not for the service.
     fn warn(&self, what: &str, detail: &str) {
         println!("WARN  {what}: {detail}");
+    }
+    /// Not checked, and why.
+    fn skip(&self, what: &str, why: &str) {
+        println!("skip  {what}: {why}");
+    }
+}
+
+/// The unit that runs `lwa-agent doctor` as the service would.
+const DOCTOR_UNIT: &str = "lwa-agent-doctor.service";
+
+/// `doctor --as-service`: starts lwa-agent-doctor.service (the service's user, credentials
+/// and sandbox) and prints what it found. `systemctl` and `journalctl` do the work; the
+/// command only reads their answers.
+pub fn as_service() -> Outcome {
+    use std::process::Command;
+    let since = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let started = Command::new("systemctl")
+        .args(["start", DOCTOR_UNIT])
+        .status();
+    let journal = Command::new("journalctl")
+        .args([
+            "-u",
+            DOCTOR_UNIT,
+            "--since",
+            &since,
+            "-o",
+            "cat",
+            "--no-pager",
+        ])
+        .output();
+    match journal {
+        Ok(out) => print!("{}", String::from_utf8_lossy(&out.stdout)),
+        Err(e) => {
+            return Outcome::Failed(format!(
+                "cannot read {DOCTOR_UNIT}'s output with journalctl ({e}): see `journalctl -u \
+                 {DOCTOR_UNIT}`"
+            ))
+        }
+    }
+    match started {
+        Ok(s) if s.success() => Outcome::Ok,
+        Ok(_) => Outcome::Failed(format!(
+            "the checks failed as the service runs (see above; `systemctl status {DOCTOR_UNIT}` \
+             and `journalctl -u {DOCTOR_UNIT}` have the rest). Run as root on a host where the \
+             package is installed"
+        )),
+        Err(e) => Outcome::Failed(format!(
+            "cannot run systemctl ({e}): --as-service needs systemd and the installed package"
+        )),
     }
 }
 
@@ -37,9 +86,38 @@ pub async fn run(cfg: Config) -> Outcome {
         }
     };
 
-    r.ok("AWS credential source", source.label());
-    if let aws::CredentialSource::RolesAnywhere(ra) = &source {
-        roles_anywhere(&mut r, ra).await;
+    let what = "AWS credential source";
+    match &source {
+        aws::CredentialSource::RolesAnywhere(ra) => {
+            r.ok(what, source.label());
+            roles_anywhere(&mut r, ra).await;
+        }
+        aws::CredentialSource::CredentialsFile(path) => r.ok(
+            what,
+            &format!("static keys from {} (aws.credentials_file)", path.display()),
+        ),
+        aws::CredentialSource::DefaultChain => match aws::resolve(&sdk).await {
+            Err(e) => {
+                r.fail(what, &format!("the standard chain: {e}"));
+                return Outcome::Failed(
+                    "no AWS credentials, so nothing else can be checked (see above)".into(),
+                );
+            }
+            Ok(origin) => {
+                r.ok(what, &format!("the standard chain: {}", origin.describe()));
+                if origin.is_the_callers() && std::env::var_os("INVOCATION_ID").is_none() {
+                    r.warn(
+                        what,
+                        "these are this shell's credentials, which the service does not \
+                         have (it runs as the lwa-agent user, with ProtectHome=yes and its own \
+                         environment), so the checks below prove nothing about it: see what \
+                         the service has with `sudo lwa-agent doctor --as-service`, and give \
+                         it [aws.roles_anywhere], aws.credentials_file or an instance role \
+                         (docs/aws-credentials.md)",
+                    );
+                }
+            }
+        },
     }
 
     let sts = aws_sdk_sts::Client::new(&sdk);
@@ -140,19 +218,29 @@ pub async fn run(cfg: Config) -> Outcome {
                 .line,
             ),
         }
-    } else if cfg.rotation.enabled {
-        r.ok(
+    } else {
+        r.skip(
             "SNS topic",
-            "not configured: rotation reminders go to the log only",
+            "rotation.topic_arn is not set: reminders and alerts go to the log only",
         );
     }
 
-    if let Some(auto) = cfg.rotation.auto_enabled() {
-        let sqs = aws::sqs::client(&sdk);
-        for queue in auto.queues() {
-            let new_secrets = queue == auto.new_secret_queue_url;
-            queue_check(&mut r, &sqs, queue, new_secrets).await;
+    match cfg.rotation.auto_enabled() {
+        Some(auto) => {
+            let sqs = aws::sqs::client(&sdk);
+            for queue in auto.queues() {
+                let new_secrets = queue == auto.new_secret_queue_url;
+                queue_check(&mut r, &sqs, queue, new_secrets).await;
+            }
         }
+        None => r.skip(
+            "rotation queues and scope",
+            if cfg.rotation.auto.is_some() {
+                "[rotation.auto] has enabled = false"
+            } else {
+                "automatic rotation is not configured (no [rotation.auto])"
+            },
+        ),
     }
 
     if r.failures == 0 {

@@ -66,7 +66,12 @@ pub enum Command {
     },
     /// Online checks: AWS identity, each parameter, each LWA exchange, the SNS topic, the
     /// rotation queues
-    Doctor,
+    Doctor {
+        /// Run the checks as the service would: in lwa-agent-doctor.service, with the
+        /// service's user, credentials and sandbox (as root, through systemd)
+        #[arg(long)]
+        as_service: bool,
+    },
     /// Run one rotation check now: parameter ages, SNS reminders and, with [rotation.auto],
     /// automatic rotations that are due (what the timer runs)
     Check {
@@ -203,6 +208,12 @@ fn dispatch(cli: Cli) -> Outcome {
             if let Err(e) = crate::aws::roles_anywhere::check_files(&cfg.aws, true) {
                 return Outcome::Usage(format!("invalid configuration:\n{e}"));
             }
+            // So is the credentials file.
+            if let Some(file) = &cfg.aws.credentials_file {
+                if let Err(e) = crate::aws::credentials_file(file) {
+                    return Outcome::Usage(format!("invalid configuration:\n{e}"));
+                }
+            }
             crate::logging::init(&cfg.log.level, cfg.log.format);
             daemon_runtime(|| async move {
                 match crate::daemon::run(cfg).await {
@@ -222,7 +233,8 @@ fn dispatch(cli: Cli) -> Outcome {
             let socket = socket_path(socket, &config_path);
             runtime(|| status_table::status(socket, json))
         }
-        Command::Doctor => with_config(&config_path, doctor::run),
+        Command::Doctor { as_service: true } => doctor::as_service(),
+        Command::Doctor { as_service: false } => with_config(&config_path, doctor::run),
         Command::Check { dry_run, json } => {
             with_config(&config_path, move |cfg| check::run(cfg, dry_run, json))
         }
@@ -257,7 +269,7 @@ where
         Ok(c) => c,
         Err(e) => return Outcome::Usage(format!("invalid configuration:\n{e}")),
     };
-    crate::logging::init("warn", Some(crate::config::LogFormat::Text));
+    crate::logging::init_command();
     runtime(|| f(cfg))
 }
 

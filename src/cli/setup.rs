@@ -24,6 +24,7 @@
 //! credentials), not the agent's role: the role may write the client secret only (so that
 //! rotation works), never the client id or the refresh token.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -111,6 +112,13 @@ pub struct SetupArgs {
     pub replace_secret: bool,
 }
 
+/// `lwa.token_url` of the config already at `path`, when it sets one.
+fn existing_token_url(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let cfg = config::parse_str(&text, path).ok()?;
+    (cfg.lwa.token_url != config::DEFAULT_TOKEN_URL).then_some(cfg.lwa.token_url)
+}
+
 pub fn run(args: SetupArgs, config_path: &Path) -> Outcome {
     // 1. Everything that can be wrong offline, before a secret is asked for.
     let outputs = match &args.outputs {
@@ -146,7 +154,12 @@ pub fn run(args: SetupArgs, config_path: &Path) -> Outcome {
         key_id: args.key_id.clone(),
         topic_arn: args.topic_arn.clone(),
         endpoint_url: args.endpoint_url.clone(),
-        token_url: args.token_url.clone(),
+        // The config's own token URL counts when no flag replaces it: setup proves the
+        // values where the agent will exchange them.
+        token_url: args
+            .token_url
+            .clone()
+            .or_else(|| existing_token_url(config_path)),
         auto_rotation: args.auto_rotation,
     };
     let plan = match stack_outputs::plan(outputs.as_ref(), &overrides) {
@@ -192,7 +205,7 @@ pub fn run(args: SetupArgs, config_path: &Path) -> Outcome {
         refresh_token,
     };
 
-    crate::logging::init("warn", Some(crate::config::LogFormat::Text));
+    crate::logging::init_command();
     super::runtime(|| steps(args, config_path.to_path_buf(), plan, text, cfg, values))
 }
 
@@ -249,6 +262,10 @@ async fn steps(
         }
     };
     host_files(&mut on_disk, &args);
+    println!(
+        "The service will take its AWS credentials from {}.",
+        service_credentials(&on_disk)
+    );
     println!("Running lwa-agent doctor:");
     match super::doctor::run(on_disk).await {
         Outcome::Ok => {}
@@ -265,6 +282,29 @@ async fn steps(
     Outcome::Ok
 }
 
+/// Which AWS credentials the service will have, from the config as it is on disk: what
+/// setup says, since setup itself runs with an administrator's.
+fn service_credentials(cfg: &Config) -> String {
+    if let Some(ra) = &cfg.aws.roles_anywhere {
+        format!(
+            "IAM Roles Anywhere (its certificate {}, handed over by the units from \
+             {HOST_CERTIFICATE})",
+            ra.certificate
+        )
+    } else if let Some(file) = &cfg.aws.credentials_file {
+        format!(
+            "the static keys of aws.credentials_file ({file}, handed over by the units from \
+             /etc/lwa-agent/aws-credentials)"
+        )
+    } else {
+        "the standard chain: on EC2 the instance role; anywhere else it has none of its own \
+         (your AWS_PROFILE is not its): configure [aws.roles_anywhere] or \
+         aws.credentials_file (docs/aws-credentials.md). Once the socket is enabled, `sudo \
+         lwa-agent doctor --as-service` shows what the service really has"
+            .to_string()
+    }
+}
+
 async fn prove(cfg: &Config, v: &Values) -> Result<(), String> {
     let copy = |s: &SecretString| SecretString::from(s.expose_secret().to_string());
     let grant = Grant {
@@ -275,6 +315,13 @@ async fn prove(cfg: &Config, v: &Values) -> Result<(), String> {
     let lwa = LwaClient::new(&cfg.lwa)?;
     match lwa.exchange(&grant).await {
         Ok(_) => Ok(()),
+        // invalid_grant comes only once the client id and secret passed.
+        Err(ExchangeError::Auth { code, description }) if code == "invalid_grant" => Err(format!(
+            "LWA refused the refresh token ({code}: {description}), so nothing was written: \
+             the client id and secret passed. Copy the refresh token again from authorizing \
+             the app (Seller Central or the Developer Console: Authorize, or the \
+             authorization code grant), then run setup again"
+        )),
         Err(ExchangeError::Auth { code, description }) => Err(format!(
             "LWA rejected the client id, client secret and refresh token ({code}: \
              {description}), so nothing was written: copy the client id and secret again from \
@@ -305,6 +352,7 @@ async fn store(
     let aws = AwsConfig {
         region: plan.region.clone(),
         endpoint_url: plan.endpoint_url.clone(),
+        credentials_file: None,
         roles_anywhere: None,
     };
     crate::net::require_ca_store()?;
@@ -444,24 +492,29 @@ async fn refuse_older_secret(
 }
 
 const CREDENTIALS_HINT: &str = "setup reads and writes the parameters with the standard AWS \
-    credential chain (AWS_PROFILE, `aws sso login`, AWS_ACCESS_KEY_ID…), not the agent's role, \
-    which may write the client secret only: use an administrator's credentials that may \
-    ssm:GetParameters and ssm:PutParameter under the parameter prefix and use the stack's KMS \
-    key";
+    credential chain (AWS_PROFILE, also an IAM Identity Center profile after `aws sso login`; \
+    AWS_ACCESS_KEY_ID…), not the agent's role, which may write the client secret only: use an \
+    administrator's credentials that may ssm:GetParameters and ssm:PutParameter under the \
+    parameter prefix and use the stack's KMS key. sudo drops AWS_PROFILE from the \
+    environment: run `sudo AWS_PROFILE=NAME lwa-agent setup …` (or `sudo -E`)";
 
 /// What happened to the config file.
 #[derive(Debug, PartialEq, Eq)]
 enum ConfigWrite {
     Written(String),
     ReplacedExample(String),
-    Replaced { mode: String, backup: PathBuf },
+    Replaced {
+        mode: String,
+        backup: PathBuf,
+    },
     Unchanged,
-    Kept,
+    /// Kept, differing in these keys (their names only: never a value).
+    Kept(Vec<String>),
 }
 
 impl ConfigWrite {
     fn changed(&self) -> bool {
-        !matches!(self, ConfigWrite::Unchanged | ConfigWrite::Kept)
+        !matches!(self, ConfigWrite::Unchanged | ConfigWrite::Kept(_))
     }
 
     fn describe(&self, path: &Path) -> String {
@@ -475,12 +528,67 @@ impl ConfigWrite {
                 backup.display()
             ),
             ConfigWrite::Unchanged => "unchanged".into(),
-            ConfigWrite::Kept => format!(
-                "kept as it is, though it differs from what the outputs give: doctor checks \
-                 the kept file. To replace it, run setup again with --force-config (the old \
-                 one is kept as {})",
+            ConfigWrite::Kept(keys) => format!(
+                "kept as it is, though it differs from what the outputs give in {}: doctor \
+                 checks the kept file. To replace it, run setup again with --force-config \
+                 (the old one is kept as {})",
+                if keys.is_empty() {
+                    "its layout only".to_string()
+                } else {
+                    keys.join(", ")
+                },
                 backup_of(path).display()
             ),
+        }
+    }
+}
+
+/// The dotted keys whose values differ between two configs (set in one only, or set to
+/// another value), from their TOML; array elements are named by index.
+fn differing_keys(old: &str, new: &str) -> Vec<String> {
+    use figment::providers::{Format, Toml};
+    let flat = |text: &str| -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Ok(v) = figment::Figment::from(Toml::string(text)).extract::<figment::value::Value>()
+        {
+            flatten("", &v, &mut out);
+        }
+        out
+    };
+    let (a, b) = (flat(old), flat(new));
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn flatten(prefix: &str, v: &figment::value::Value, out: &mut BTreeMap<String, String>) {
+    use figment::value::Value;
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match v {
+        Value::Dict(_, d) => {
+            for (k, v) in d {
+                flatten(&join(k), v, out);
+            }
+        }
+        Value::Array(_, a) => {
+            for (i, v) in a.iter().enumerate() {
+                flatten(&join(&i.to_string()), v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), format!("{other:?}"));
         }
     }
 }
@@ -513,7 +621,7 @@ fn write_config(path: &Path, text: &str, force: bool) -> Result<ConfigWrite, Str
         Some(b) if b == PACKAGED_EXAMPLE.as_bytes() => {
             ConfigWrite::ReplacedExample(write_atomic(path, text, None)?)
         }
-        Some(_) if !force => ConfigWrite::Kept,
+        Some(b) if !force => ConfigWrite::Kept(differing_keys(&String::from_utf8_lossy(&b), text)),
         Some(_) => {
             let backup = backup_of(path);
             let mode = write_atomic(path, text, Some(&backup))?;
@@ -663,7 +771,15 @@ mod tests {
 
         assert_eq!(
             write_config(&path, "a = 2\n", false).unwrap(),
-            ConfigWrite::Kept
+            ConfigWrite::Kept(vec!["a".to_string()])
+        );
+        assert_eq!(
+            differing_keys(
+                "[aws]\nregion = \"x\"\n[[credentials]]\nname = \"a\"\n",
+                "[aws]\nregion = \"y\"\nendpoint_url = \"u\"\n[[credentials]]\nname = \"a\"\n"
+            ),
+            vec!["aws.endpoint_url", "aws.region"],
+            "names, never values"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a = 1\n");
 

@@ -39,6 +39,13 @@ enum Shape {
     Stack(serde_json::Value),
 }
 
+/// What `null` outputs mean, and what to do.
+const NO_OUTPUTS: &str = "holds `null`: the stack has no outputs yet. It is still being \
+    created or updated (wait: aws cloudformation wait stack-create-complete --stack-name \
+    NAME), or it failed and rolled back (aws cloudformation describe-stack-events \
+    --stack-name NAME says why). Describe it again once it is CREATE_COMPLETE or \
+    UPDATE_COMPLETE";
+
 const HOW: &str = "save what `aws cloudformation describe-stacks --stack-name NAME --query \
                    'Stacks[0].Outputs' --output json` prints and pass that file";
 
@@ -47,6 +54,9 @@ impl Outputs {
     /// (`--query 'Stacks[0].Outputs'`), or the whole `describe-stacks` answer with exactly
     /// one stack (a single stack object works too).
     pub fn parse(json: &str) -> Result<Outputs, String> {
+        if json.trim() == "null" {
+            return Err(NO_OUTPUTS.to_string());
+        }
         let shape: Shape = serde_json::from_str(json)
             .map_err(|e| format!("is not the JSON of a stack's outputs ({e}): {HOW}"))?;
         let list = match shape {
@@ -95,6 +105,7 @@ fn stack_outputs(stack: &serde_json::Value) -> Result<Vec<Output>, String> {
         return Err(format!("is not the JSON of a stack's outputs: {HOW}"));
     }
     match stack.get("Outputs") {
+        Some(serde_json::Value::Null) => Err(NO_OUTPUTS.to_string()),
         Some(list) => serde_json::from_value(list.clone())
             .map_err(|e| format!("has Outputs that are not a list of OutputKey/OutputValue ({e})")),
         None => Err(format!(

@@ -107,8 +107,13 @@ pub fn render(v: &Value) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "Rotation check: last {}, next {}, last reminder {}",
+            "Rotation check: last {}{}, next {}, last reminder {}",
             s(&r["last_check"]),
+            if r["last_check_kind"] == "start_up_look" {
+                " (the look at start-up: ages read, nothing sent)"
+            } else {
+                ""
+            },
             s(&r["next_check"]),
             s(&r["last_reminder"])
         );

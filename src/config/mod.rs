@@ -35,6 +35,10 @@ pub struct Config {
 pub struct AwsConfig {
     pub region: String,
     pub endpoint_url: Option<String>,
+    /// An AWS credentials file (static keys, profile `default`) for a host without Roles
+    /// Anywhere, as written (`%d/` is resolved like the Roles Anywhere files): the
+    /// packaged units hand `/etc/lwa-agent/aws-credentials` over as `%d/aws-credentials`.
+    pub credentials_file: Option<String>,
     pub roles_anywhere: Option<RolesAnywhereConfig>,
 }
 
@@ -298,28 +302,100 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
 }
 
 fn extract(figment: &Figment, path: &Path, file_label: &str) -> Result<Config, ConfigError> {
-    let raw: raw::RawConfig = match figment.extract() {
-        Ok(raw) => raw,
-        Err(e) => {
-            let problems = e
-                .into_iter()
-                .map(|err| {
-                    let source = err
-                        .metadata
-                        .as_ref()
-                        .map(|m| describe(m, &err.path.join(".")))
-                        .unwrap_or_else(|| file_label.to_string());
-                    Problem {
-                        source,
-                        key: err.path.join("."),
-                        reason: err.kind.to_string(),
-                    }
-                })
-                .collect();
-            return Err(ConfigError { problems });
+    // Every unknown key is named, with every other problem: a typo must not hide the rest.
+    // serde stops at the first unknown field, so each is taken out in turn and the rest
+    // read again; the keys' sources are still looked up in the original figment.
+    let mut value: figment::value::Value = match figment.extract() {
+        Ok(v) => v,
+        Err(e) => return Err(figment_problems(e, file_label)),
+    };
+    let mut unknown: Vec<Problem> = Vec::new();
+    let raw = loop {
+        let attempt: Result<raw::RawConfig, figment::Error> =
+            Figment::from(figment::providers::Serialized::defaults(&value)).extract();
+        match attempt {
+            Ok(raw) => break raw,
+            Err(e) => match unknown_field(&e) {
+                Some((parent, field))
+                    if unknown.len() < 100 && remove(&mut value, &parent, &field) =>
+                {
+                    let mut key = parent.clone();
+                    key.push(field.clone());
+                    let key = key.join(".");
+                    unknown.push(Problem {
+                        source: source_of(figment, &key, file_label),
+                        reason: e.kind.to_string(),
+                        key,
+                    });
+                }
+                _ => {
+                    let mut problems = unknown;
+                    problems.extend(figment_problems(e, file_label).problems);
+                    return Err(ConfigError { problems });
+                }
+            },
         }
     };
-    validate::validate(raw, path, &|key| source_of(figment, key, file_label))
+    match validate::validate(raw, path, &|key| source_of(figment, key, file_label)) {
+        Ok(cfg) if unknown.is_empty() => Ok(cfg),
+        Ok(_) => Err(ConfigError { problems: unknown }),
+        Err(e) => {
+            unknown.extend(e.problems);
+            Err(ConfigError { problems: unknown })
+        }
+    }
+}
+
+/// The problems of a figment error, each with its key and source.
+fn figment_problems(e: figment::Error, file_label: &str) -> ConfigError {
+    let problems = e
+        .into_iter()
+        .map(|err| {
+            let source = err
+                .metadata
+                .as_ref()
+                .map(|m| describe(m, &err.path.join(".")))
+                .unwrap_or_else(|| file_label.to_string());
+            Problem {
+                source,
+                key: err.path.join("."),
+                reason: err.kind.to_string(),
+            }
+        })
+        .collect();
+    ConfigError { problems }
+}
+
+/// The table path and name of an unknown key, when that is the (first) error.
+fn unknown_field(e: &figment::Error) -> Option<(Vec<String>, String)> {
+    match &e.kind {
+        figment::error::Kind::UnknownField(field, _) => Some((e.path.clone(), field.clone())),
+        _ => None,
+    }
+}
+
+/// Removes `field` from the table at `parent` (array elements are indices); whether it
+/// was there.
+fn remove(value: &mut figment::value::Value, parent: &[String], field: &str) -> bool {
+    use figment::value::Value;
+    let mut at = value;
+    for step in parent {
+        at = match at {
+            Value::Dict(_, d) => match d.get_mut(step) {
+                Some(v) => v,
+                None => return false,
+            },
+            Value::Array(_, a) => match step.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match at {
+        Value::Dict(_, d) => d.remove(field).is_some(),
+        _ => false,
+    }
 }
 
 fn single(source: &str, reason: &str) -> ConfigError {

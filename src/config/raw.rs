@@ -30,6 +30,7 @@ pub struct RawConfig {
 pub struct RawAws {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    pub credentials_file: Option<String>,
     pub roles_anywhere: Option<RawRolesAnywhere>,
 }
 

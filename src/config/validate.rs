@@ -97,6 +97,21 @@ pub(super) fn validate(
     if let Some(url) = &raw.aws.endpoint_url {
         c.url("aws.endpoint_url", url);
     }
+    if let (Some(_), Some(_)) = (&raw.aws.credentials_file, &raw.aws.roles_anywhere) {
+        c.problem(
+            "aws.credentials_file",
+            "is set together with [aws.roles_anywhere]: the agent takes its AWS credentials \
+             from one of them; remove the one you do not use",
+        );
+    }
+    if let Some(f) = &raw.aws.credentials_file {
+        if f.trim().is_empty() {
+            c.problem(
+                "aws.credentials_file",
+                "is empty: name the credentials file, e.g. \"%d/aws-credentials\"",
+            );
+        }
+    }
     let roles_anywhere = raw.aws.roles_anywhere.map(|ra| roles_anywhere(&mut c, ra));
 
     let token_url = raw
@@ -192,6 +207,7 @@ pub(super) fn validate(
         aws: AwsConfig {
             region,
             endpoint_url: raw.aws.endpoint_url,
+            credentials_file: raw.aws.credentials_file,
             roles_anywhere,
         },
         lwa,

@@ -432,6 +432,8 @@ impl Checker {
 #[derive(Default)]
 pub struct Status {
     pub last_check: Option<SystemTime>,
+    /// The last check was the start-up look (a dry run: nothing sent, nothing asked).
+    pub last_check_was_look: bool,
     pub last_report: Option<Report>,
     pub last_error: Option<String>,
     pub last_reminder: Option<String>,
@@ -447,6 +449,7 @@ pub async fn run_and_record(checker: &Checker, status: &SharedStatus) {
     }
     if let Ok(mut s) = status.lock() {
         s.last_check = Some(SystemTime::now());
+        s.last_check_was_look = false;
         match result {
             Ok(report) => {
                 s.last_error = None;

@@ -6,6 +6,7 @@ mod harness;
 mod auto_rotation;
 mod aws_template;
 mod config_cli;
+mod credentials;
 mod examples;
 mod failures;
 mod footprint;

@@ -56,6 +56,7 @@ fn deb_installs_upgrades_keeping_the_edited_config_and_purges_without_a_trace() 
         ("/lib/systemd/system/lwa-agent.socket", 0o644),
         ("/lib/systemd/system/lwa-agent.service", 0o644),
         ("/lib/systemd/system/lwa-agent-check.service", 0o644),
+        ("/lib/systemd/system/lwa-agent-doctor.service", 0o644),
         ("/lib/systemd/system/lwa-agent-check.timer", 0o644),
         ("/lib/systemd/system/lwa-agent-pki.path", 0o644),
         ("/lib/systemd/system/lwa-agent-pki.service", 0o644),

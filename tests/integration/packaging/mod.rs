@@ -539,10 +539,11 @@ fn unit_as(text: &str, version: u32) -> String {
     out
 }
 
-const UNITS: [&str; 4] = [
+const UNITS: [&str; 5] = [
     "lwa-agent.socket",
     "lwa-agent.service",
     "lwa-agent-check.service",
+    "lwa-agent-doctor.service",
     "lwa-agent-check.timer",
 ];
 

@@ -44,6 +44,11 @@ fn rpm_lists_the_expected_files_modes_and_scriptlets() {
             "root",
         ),
         (
+            "/usr/lib/systemd/system/lwa-agent-doctor.service",
+            "-rw-r--r--",
+            "root",
+        ),
+        (
             "/usr/lib/systemd/system/lwa-agent-check.timer",
             "-rw-r--r--",
             "root",

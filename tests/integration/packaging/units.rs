@@ -11,7 +11,11 @@ use super::*;
 #[test]
 fn services_are_rated_at_most_1_5_by_systemd_analyze_security() {
     let analyze = tool("systemd-analyze");
-    for service in ["lwa-agent.service", "lwa-agent-check.service"] {
+    for service in [
+        "lwa-agent.service",
+        "lwa-agent-check.service",
+        "lwa-agent-doctor.service",
+    ] {
         let path = repo().join("systemd").join(service);
         let out = run(Command::new(&analyze)
             .args(["security", "--offline=yes", "--no-pager"])
@@ -80,7 +84,8 @@ fn units_carry_the_settings_the_spec_names() {
         BTreeSet::from([
             "rolesanywhere-cert",
             "rolesanywhere-key",
-            "rolesanywhere-chain"
+            "rolesanywhere-chain",
+            "aws-credentials"
         ])
     );
     // A fallback for each, so a host without Roles Anywhere still starts.

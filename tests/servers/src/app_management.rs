@@ -73,7 +73,8 @@ fn errors(code: &str, message: &str) -> String {
 }
 
 /// A random 64-bit number without a rand crate.
-fn random() -> u64 {
+/// A random number for names and tokens (no extra crate for it).
+pub(crate) fn random() -> u64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u128(
         SystemTime::now()

@@ -1,0 +1,187 @@
+//! Where AWS credentials come from besides Roles Anywhere, on one loopback port: the EC2
+//! instance metadata service (IMDSv2: a session token first, then the instance role's
+//! credentials) and the IAM Identity Center portal behind an SSO profile
+//! (`GetRoleCredentials`). Both answer as AWS documents them, check what they receive (the
+//! IMDSv2 session token, the SSO bearer token, account and role), and keep a log.
+//!
+//! Point the SDK here with `AWS_EC2_METADATA_SERVICE_ENDPOINT` and `AWS_ENDPOINT_URL_SSO`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use tokio::net::TcpListener;
+
+/// The instance role's name, as IMDS lists it.
+pub const ROLE: &str = "lwa-agent-instance-role";
+
+/// What the endpoints accept.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The access token in the SSO profile's cached token file.
+    pub sso_token: String,
+    pub sso_account_id: String,
+    pub sso_role_name: String,
+}
+
+/// One request as answered.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+#[derive(Clone)]
+pub struct AwsIdentity {
+    pub addr: SocketAddr,
+    settings: Arc<Mutex<Settings>>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    /// IMDSv2 session tokens handed out.
+    sessions: Arc<Mutex<Vec<String>>>,
+}
+
+impl AwsIdentity {
+    pub async fn start(settings: Settings) -> std::io::Result<AwsIdentity> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let me = AwsIdentity {
+            addr: listener.local_addr()?,
+            settings: Arc::new(Mutex::new(settings)),
+            calls: Arc::default(),
+            sessions: Arc::default(),
+        };
+        let server = me.clone();
+        crate::serve::spawn(listener, move |req| {
+            let server = server.clone();
+            async move { server.answer(req) }
+        });
+        Ok(me)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("calls lock").clone()
+    }
+
+    /// Whether the instance role's credentials were handed out (with a valid session).
+    pub fn instance_role_used(&self) -> bool {
+        self.calls()
+            .iter()
+            .any(|c| c.path.ends_with(&format!("/security-credentials/{ROLE}")) && c.status == 200)
+    }
+
+    /// Whether an SSO profile's role credentials were handed out.
+    pub fn sso_used(&self) -> bool {
+        self.calls()
+            .iter()
+            .any(|c| c.path.starts_with("/federation/credentials") && c.status == 200)
+    }
+
+    fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let (status, body) = self.route(&req);
+        self.calls.lock().expect("calls lock").push(Call {
+            method: req.method().to_string(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            status,
+        });
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        resp
+    }
+
+    fn route(&self, req: &Request<hyper::body::Incoming>) -> (u16, String) {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let path = req.uri().path();
+        if path == "/latest/api/token" {
+            if req.method() != hyper::Method::PUT
+                || header("x-aws-ec2-metadata-token-ttl-seconds").is_empty()
+            {
+                return (400, "IMDSv2 wants PUT with a TTL header".into());
+            }
+            let token = format!("imds-session-{:016x}", crate::app_management::random());
+            self.sessions.lock().expect("sessions").push(token.clone());
+            return (200, token);
+        }
+        if let Some(rest) = path.strip_prefix("/latest/meta-data/iam/security-credentials/") {
+            let token = header("x-aws-ec2-metadata-token");
+            if !self.sessions.lock().expect("sessions").contains(&token) {
+                return (401, String::new());
+            }
+            return match rest {
+                "" => (200, format!("{ROLE}\n")),
+                r if r == ROLE => (200, role_credentials()),
+                _ => (404, String::new()),
+            };
+        }
+        if path == "/federation/credentials" {
+            let s = self.settings.lock().expect("settings").clone();
+            let query: Vec<(String, String)> =
+                form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                    .into_owned()
+                    .collect();
+            let q = |k: &str| {
+                query
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            if header("x-amz-sso_bearer_token") != s.sso_token {
+                return (
+                    401,
+                    r#"{"message":"Session token not found or invalid"}"#.into(),
+                );
+            }
+            if q("account_id") != s.sso_account_id || q("role_name") != s.sso_role_name {
+                return (403, r#"{"message":"No access"}"#.into());
+            }
+            let expires = SystemTime::now() + Duration::from_secs(3600);
+            let millis = expires
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0);
+            return (
+                200,
+                serde_json::json!({"roleCredentials": {
+                    "accessKeyId": "ASIASSOTESTKEY",
+                    "secretAccessKey": "sso-test-secret",
+                    "sessionToken": "sso-test-session",
+                    "expiration": millis,
+                }})
+                .to_string(),
+            );
+        }
+        (404, String::new())
+    }
+}
+
+/// The instance role's credentials, as IMDS writes them.
+fn role_credentials() -> String {
+    let expires = SystemTime::now() + Duration::from_secs(6 * 3600);
+    serde_json::json!({
+        "Code": "Success",
+        "LastUpdated": crate::app_management::rfc3339(SystemTime::now()),
+        "Type": "AWS-HMAC",
+        "AccessKeyId": "ASIAIMDSTESTKEY",
+        "SecretAccessKey": "imds-test-secret",
+        "Token": "imds-test-session",
+        "Expiration": crate::app_management::rfc3339(expires),
+    })
+    .to_string()
+}
