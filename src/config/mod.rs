@@ -369,7 +369,14 @@ fn figment_problems(e: figment::Error, file_label: &str) -> ConfigError {
 /// The table path and name of an unknown key, when that is the (first) error.
 fn unknown_field(e: &figment::Error) -> Option<(Vec<String>, String)> {
     match &e.kind {
-        figment::error::Kind::UnknownField(field, _) => Some((e.path.clone(), field.clone())),
+        figment::error::Kind::UnknownField(field, _) => {
+            // The path may end with the field itself.
+            let mut parent = e.path.clone();
+            if parent.last() == Some(field) {
+                parent.pop();
+            }
+            Some((parent, field.clone()))
+        }
         _ => None,
     }
 }

@@ -585,10 +585,19 @@ fn auto_rotation(
     }
 }
 
+/// The credentials the packaged units hand over (`LoadCredential=` ID and source file).
+pub const HANDED_OVER: [(&str, &str); 4] = [
+    ("rolesanywhere-cert", "/etc/lwa-agent/pki/cert.pem"),
+    ("rolesanywhere-key", "/etc/lwa-agent/pki/key.pem"),
+    ("rolesanywhere-chain", "/etc/lwa-agent/pki/chain.pem"),
+    ("aws-credentials", "/etc/lwa-agent/aws-credentials"),
+];
+
 /// Resolves a path that may start with `%d/` (systemd `LoadCredential=`) against
 /// `$CREDENTIALS_DIRECTORY`, or, on systemd before 247, against the directory the packaged
 /// units copy the same files to (`$LWA_CREDENTIALS_DIRECTORY`, `lwa-agent
-/// load-credentials`): one config serves every systemd version.
+/// load-credentials`): one config serves every systemd version. Run by root outside the
+/// units, a name the units hand over is its source file ([`HANDED_OVER`]).
 pub fn resolve_credential_path(path: &str) -> Result<PathBuf, String> {
     let Some(rest) = path.strip_prefix("%d/") else {
         return Ok(PathBuf::from(path));
@@ -596,9 +605,16 @@ pub fn resolve_credential_path(path: &str) -> Result<PathBuf, String> {
     let dir = ["CREDENTIALS_DIRECTORY", "LWA_CREDENTIALS_DIRECTORY"]
         .iter()
         .find_map(|v| std::env::var_os(v).filter(|d| !d.is_empty()));
-    match dir {
-        Some(dir) => Ok(Path::new(&dir).join(rest)),
-        None => Err(format!(
+    // Root, outside the units (`sudo lwa-agent doctor`): the files the units hand over under
+    // these names, read where they are (root-only) on the host.
+    let handed_over = HANDED_OVER
+        .iter()
+        .find(|(id, _)| *id == rest)
+        .filter(|_| nix::unistd::geteuid().is_root());
+    match (dir, handed_over) {
+        (Some(dir), _) => Ok(Path::new(&dir).join(rest)),
+        (None, Some((_, source))) => Ok(PathBuf::from(source)),
+        (None, None) => Err(format!(
             "`{path}` is relative to $CREDENTIALS_DIRECTORY, which is not set: run under \
              systemd with LoadCredential= (or the packaged units, which hand the files over on \
              every systemd version), or use an absolute path"
@@ -609,6 +625,24 @@ pub fn resolve_credential_path(path: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_paths_resolve_in_the_credentials_directory_or_as_root_in_place() {
+        assert_eq!(
+            resolve_credential_path("/etc/x.pem"),
+            Ok(PathBuf::from("/etc/x.pem"))
+        );
+        // No credentials directory in unit tests: root reads a handed-over file in place,
+        // anyone else is told what is missing.
+        let handed = resolve_credential_path("%d/aws-credentials");
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(handed, Ok(PathBuf::from("/etc/lwa-agent/aws-credentials")));
+        } else {
+            assert!(handed.is_err());
+        }
+        let other = resolve_credential_path("%d/not-handed-over").expect_err("unresolved");
+        assert!(other.contains("CREDENTIALS_DIRECTORY"), "{other}");
+    }
 
     fn check(toml: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(toml).expect("test TOML parses");

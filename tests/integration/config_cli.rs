@@ -36,6 +36,21 @@ async fn config_check_names_file_key_and_reason_and_exits_2() {
         "names the file: {err}"
     );
     assert!(err.contains("warn_afterr"), "names the unknown key: {err}");
+    // An unknown key hides no other problem: both typos and the bad duration are named.
+    std::fs::write(
+        &bad,
+        w.config(
+            "refresh_before_expiry = \"soon\"\ntimeuot = \"3s\"",
+            "[rotation]\nwarn_afterr = \"150d\"\n",
+        ),
+    )
+    .expect("write");
+    let out = lwa_agent(&["--config", bad.to_str().expect("utf8"), "config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in ["warn_afterr", "timeuot", "`lwa.refresh_before_expiry`", "3 problems"] {
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+    }
 
     // Semantic problems are all reported, each with its key.
     std::fs::write(
@@ -113,6 +128,20 @@ async fn token_and_status_commands_talk_to_the_running_agent() {
         table.contains("default") && table.contains("valid") && table.contains(SECRET_PARAM),
         "{table}"
     );
+    // The agent's look at the parameters' ages at start-up shows as the last check.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = lwa_agent(&["--config", cfg, "status"]);
+        let table = String::from_utf8_lossy(&out.stdout).into_owned();
+        if table.contains("(the look at start-up: ages read, nothing sent)") {
+            assert!(!table.contains("Rotation check: last -"), "{table}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{table}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Logs to a pipe carry no colour codes.
+    assert!(!agent.logs().contains('\u{1b}'), "{}", agent.logs());
 
     let out = lwa_agent(&["--config", cfg, "status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");

@@ -459,9 +459,10 @@ fn key_files_are_read_with_their_permissions_checked() {
         "{p:?}"
     );
 
-    // %d/ without $CREDENTIALS_DIRECTORY (never set in unit tests) names the variable.
+    // %d/ without $CREDENTIALS_DIRECTORY (never set in unit tests) names the variable
+    // (a name the units do not hand over: root would read a handed-over one in place).
     let systemd = RolesAnywhereConfig {
-        private_key: "%d/rolesanywhere-key".into(),
+        private_key: "%d/some-other-key".into(),
         ..cfg
     };
     let p = pki::load(&systemd, SystemTime::now()).expect_err("unresolved");

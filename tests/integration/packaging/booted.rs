@@ -319,10 +319,41 @@ fn installed_config(w: &World, extra: &str) -> String {
     w.config("", extra).replace("format = \"text\"\n", "")
 }
 
-/// AWS keys for moto from a drop-in, where a site without Roles Anywhere would rely on
-/// the SDK's standard chain; instance metadata off so nothing leaves loopback.
-const STATIC_KEYS: &str = "[Service]\nEnvironment=AWS_ACCESS_KEY_ID=testing \
-                           AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true\n";
+/// Static AWS keys the way a site without Roles Anywhere gives them to the service: a
+/// root-only /etc/lwa-agent/aws-credentials that the units hand over (LoadCredential=, or
+/// `load-credentials` before systemd 247) and the config names. Removed when dropped.
+struct StaticKeys;
+
+impl StaticKeys {
+    const FILE: &'static str = "/etc/lwa-agent/aws-credentials";
+
+    fn install() -> StaticKeys {
+        std::fs::write(
+            Self::FILE,
+            "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+        )
+        .expect("write the credentials file");
+        std::fs::set_permissions(Self::FILE, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        StaticKeys
+    }
+
+    /// `installed_config` whose AWS credentials are the file's.
+    fn config(w: &World, extra: &str) -> String {
+        let region = format!("region = \"{REGION}\"\n");
+        installed_config(w, extra).replacen(
+            &region,
+            &format!("{region}credentials_file = \"%d/aws-credentials\"\n"),
+            1,
+        )
+    }
+}
+
+impl Drop for StaticKeys {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(Self::FILE);
+    }
+}
 
 /// The whole life of the package with Roles Anywhere, under a real systemd: the socket
 /// enabled by the package is listening at boot; the first request starts the service
@@ -537,11 +568,10 @@ async fn root_commands_fallback_credentials_timer_and_invalid_config_under_a_rea
     let _installed = Installed::new(&p.deb);
     let w = World::new().await;
     let _ = std::fs::remove_dir_all(PkiDir::DIR);
-    std::fs::write("/etc/lwa-agent/lwa-agent.toml", installed_config(&w, ""))
+    let _keys = StaticKeys::install();
+    std::fs::write("/etc/lwa-agent/lwa-agent.toml", StaticKeys::config(&w, ""))
         .expect("write config");
     let sd = Booted::boot();
-    sd.drop_in("lwa-agent.service", "keys", STATIC_KEYS);
-    sd.drop_in("lwa-agent-check.service", "keys", STATIC_KEYS);
 
     // No certificate, key or chain: LoadCredential= falls back, the agent starts.
     assert_eq!(token(&sd.socket()).await, Ok(200));
@@ -663,7 +693,7 @@ async fn root_commands_fallback_credentials_timer_and_invalid_config_under_a_rea
     // An invalid config: exit 2, and RestartPreventExitStatus=2 stops the loop.
     std::fs::write(
         "/etc/lwa-agent/lwa-agent.toml",
-        installed_config(&w, "[nonsense]\nkey = 1\n"),
+        StaticKeys::config(&w, "[nonsense]\nkey = 1\n"),
     )
     .expect("write config");
     let _ = sd.systemctl(&["restart", "lwa-agent.service"]);
@@ -852,9 +882,9 @@ async fn the_package_as_an_older_systemd_runs_it(version: u32, old_kernel: bool)
     if version == OLDEST_SYSTEMD {
         step("no Roles Anywhere files at all");
         drop(pki);
-        std::fs::write("/etc/lwa-agent/lwa-agent.toml", installed_config(&w, ""))
+        let _keys = StaticKeys::install();
+        std::fs::write("/etc/lwa-agent/lwa-agent.toml", StaticKeys::config(&w, ""))
             .expect("write config");
-        sd.drop_in("lwa-agent.service", "keys", STATIC_KEYS);
         assert_eq!(
             token(&sd.socket()).await,
             Ok(200),
@@ -862,8 +892,8 @@ async fn the_package_as_an_older_systemd_runs_it(version: u32, old_kernel: bool)
             sd.journal(&["-n", "60"])
         );
         let status = request(&sd.socket(), "GET", "/v1/status", &[]).await.json();
-        assert_ne!(
-            status["aws"]["credential_source"], "IAM Roles Anywhere",
+        assert_eq!(
+            status["aws"]["credential_source"], "credentials file",
             "{status}"
         );
     }
@@ -1012,4 +1042,57 @@ async fn restarts_once(sd: &Booted, ra: &RolesAnywhereHost, what: &str, renew: i
         serial_before,
         "{what}: the old certificate still signs"
     );
+}
+
+/// An AWS-hosted ERP: the service takes the EC2 instance role from instance metadata
+/// (IMDSv2; here the project's stand-in on 127.0.0.1, which a drop-in names), with no
+/// Roles Anywhere and no keys; and `lwa-agent doctor --as-service` proves it from inside
+/// the service's sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_takes_an_ec2_instance_role_and_doctor_as_the_service_proves_it() {
+    let p = packages();
+    let _installed = Installed::new(&p.deb);
+    let w = World::new().await;
+    let imds = lwa_agent_testservers::aws_identity::AwsIdentity::start(
+        lwa_agent_testservers::aws_identity::Settings {
+            sso_token: String::new(),
+            sso_account_id: String::new(),
+            sso_role_name: String::new(),
+        },
+    )
+    .await
+    .expect("instance metadata");
+    let _ = std::fs::remove_dir_all(PkiDir::DIR);
+    std::fs::write("/etc/lwa-agent/lwa-agent.toml", installed_config(&w, ""))
+        .expect("write config");
+    let sd = Booted::boot();
+    // On EC2 the SDK finds 169.254.169.254 by itself; only the test names another address.
+    let here = format!(
+        "[Service]\nEnvironment=AWS_EC2_METADATA_SERVICE_ENDPOINT={}/\n",
+        imds.url()
+    );
+    for unit in ["lwa-agent.service", "lwa-agent-doctor.service"] {
+        sd.drop_in(unit, "imds", &here);
+    }
+    assert_eq!(token(&sd.socket()).await, Ok(200), "{}", sd.journal(&["-n", "60"]));
+    assert!(imds.instance_role_used(), "{:?}", imds.calls());
+
+    let out = output(
+        sd.command("/usr/bin/lwa-agent")
+            .args(["doctor", "--as-service"]),
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(
+            "ok    AWS credential source: the standard chain: the EC2 instance role (instance metadata)"
+        ) && !said.contains("WARN"),
+        "{said}"
+    );
+    assert!(said.contains("all checks passed"), "{said}");
+    w.canaries.assert_absent("doctor as the service", &said);
 }
