@@ -48,7 +48,12 @@ async fn config_check_names_file_key_and_reason_and_exits_2() {
     let out = lwa_agent(&["--config", bad.to_str().expect("utf8"), "config", "check"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["warn_afterr", "timeuot", "`lwa.refresh_before_expiry`", "3 problems"] {
+    for needle in [
+        "warn_afterr",
+        "timeuot",
+        "`lwa.refresh_before_expiry`",
+        "3 problems",
+    ] {
         assert!(err.contains(needle), "{needle} missing from: {err}");
     }
 

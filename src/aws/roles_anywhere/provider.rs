@@ -88,10 +88,18 @@ fn region_of(cfg: &RolesAnywhereConfig, aws_region: &str) -> String {
         .to_string()
 }
 
+/// The endpoint: the config's, else `AWS_ENDPOINT_URL_ROLESANYWHERE` (the AWS SDKs'
+/// service-specific endpoint variable, which this hand-written client honours like the
+/// SDK's clients do theirs), else the region's.
 fn sessions_url(cfg: &RolesAnywhereConfig, region: &str) -> Result<reqwest::Url, String> {
     let base = cfg
         .endpoint_url
         .clone()
+        .or_else(|| {
+            std::env::var("AWS_ENDPOINT_URL_ROLESANYWHERE")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        })
         .unwrap_or_else(|| format!("https://rolesanywhere.{region}.amazonaws.com"));
     let mut url = reqwest::Url::parse(&base)
         .map_err(|e| format!("aws.roles_anywhere.endpoint_url `{base}` is not a URL ({e})"))?;

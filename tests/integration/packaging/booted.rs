@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::*;
 
 /// A systemd booted as PID 1 of a new pid + mount namespace, killed when dropped.
-struct Booted {
+pub(super) struct Booted {
     unshare: std::process::Child,
     /// systemd's pid as this machine sees it.
     pid: i32,
@@ -37,7 +37,7 @@ const BOOT: &str = "mount --make-rprivate / && mount -t tmpfs tmpfs /tmp && \
                     exec /lib/systemd/systemd --system --unit=multi-user.target";
 
 impl Booted {
-    fn boot() -> Booted {
+    pub(super) fn boot() -> Booted {
         let unshare = Command::new(tool("unshare"))
             .args([
                 "--pid",
@@ -102,7 +102,7 @@ impl Booted {
     }
 
     /// A command inside every namespace of the booted systemd.
-    fn command(&self, program: &str) -> Command {
+    pub(super) fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(tool("nsenter"));
         cmd.args(["-t", &self.pid.to_string(), "-a", program]);
         cmd
@@ -152,7 +152,7 @@ impl Booted {
         }
     }
 
-    fn journal(&self, args: &[&str]) -> String {
+    pub(super) fn journal(&self, args: &[&str]) -> String {
         let mut cmd = self.command("journalctl");
         // This boot's journal only (see BOOT).
         cmd.args([
@@ -175,7 +175,7 @@ impl Booted {
     }
 
     /// A drop-in in the booted systemd's /run (gone with it), then daemon-reload.
-    fn drop_in(&self, unit: &str, name: &str, text: &str) {
+    pub(super) fn drop_in(&self, unit: &str, name: &str, text: &str) {
         let dir = PathBuf::from(format!(
             "/proc/{}/root/run/systemd/system/{unit}.d",
             self.pid
@@ -1074,7 +1074,12 @@ async fn the_service_takes_an_ec2_instance_role_and_doctor_as_the_service_proves
     for unit in ["lwa-agent.service", "lwa-agent-doctor.service"] {
         sd.drop_in(unit, "imds", &here);
     }
-    assert_eq!(token(&sd.socket()).await, Ok(200), "{}", sd.journal(&["-n", "60"]));
+    assert_eq!(
+        token(&sd.socket()).await,
+        Ok(200),
+        "{}",
+        sd.journal(&["-n", "60"])
+    );
     assert!(imds.instance_role_used(), "{:?}", imds.calls());
 
     let out = output(

@@ -563,6 +563,8 @@ struct RolesAnywhereHost {
     chained: bool,
     /// The current leaf, for a renewal that keeps its key.
     leaf: pki::Leaf,
+    /// The root the endpoint trusts (the trust anchor's certificate, `ca.pem`).
+    root_pem: String,
 }
 
 impl RolesAnywhereHost {
@@ -580,6 +582,7 @@ impl RolesAnywhereHost {
         let endpoint = FakeRolesAnywhere::start(rolesanywhere::Settings::trusting(root.der()))
             .await
             .expect("Roles Anywhere endpoint starts");
+        let root_pem = root.pem();
         let issuer = if chained {
             root.intermediate("lwa-agent packaging intermediate")
         } else {
@@ -595,6 +598,7 @@ impl RolesAnywhereHost {
             issuer,
             chained,
             leaf,
+            root_pem,
         }
     }
 
@@ -768,5 +772,6 @@ impl Drop for PkiDir {
 mod booted;
 mod chroot;
 mod deb;
+mod guide;
 mod rpm;
 mod units;
