@@ -161,6 +161,7 @@ pub fn run(args: SetupArgs, config_path: &Path) -> Outcome {
             .clone()
             .or_else(|| existing_token_url(config_path)),
         auto_rotation: args.auto_rotation,
+        certificate_chain: Path::new(HOST_CHAIN).exists(),
     };
     let plan = match stack_outputs::plan(outputs.as_ref(), &overrides) {
         Ok(p) => p,

@@ -131,6 +131,9 @@ pub struct Overrides {
     pub endpoint_url: Option<String>,
     pub token_url: Option<String>,
     pub auto_rotation: bool,
+    /// The host has an intermediate CA's chain (/etc/lwa-agent/pki/chain.pem), so the
+    /// config names it.
+    pub certificate_chain: bool,
 }
 
 /// Everything `setup` writes, from the outputs and the flags.
@@ -157,6 +160,8 @@ pub struct RolesAnywhere {
     pub role_arn: String,
     /// What the stack allows (`SessionDurationSeconds`), if it says.
     pub max_session: Option<Duration>,
+    /// Whether the config names the chain file (see [`Overrides::certificate_chain`]).
+    pub certificate_chain: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +228,7 @@ pub fn plan(outputs: Option<&Outputs>, o: &Overrides) -> Result<Plan, String> {
                 profile_arn: profile.to_string(),
                 role_arn,
                 max_session,
+                certificate_chain: o.certificate_chain,
             })
         }
         (Some(_), None) => {
@@ -360,11 +366,18 @@ pub fn config_text(p: &Plan) -> String {
             line("[aws.roles_anywhere]".into());
             line(format!("certificate = {}", quote("%d/rolesanywhere-cert")));
             line(format!("private_key = {}", quote("%d/rolesanywhere-key")));
-            line(
-                "# certificate_chain = \"%d/rolesanywhere-chain\"   # /etc/lwa-agent/pki/chain.pem, \
-                 for an intermediate CA"
-                    .into(),
-            );
+            if ra.certificate_chain {
+                line(format!(
+                    "certificate_chain = {}   # /etc/lwa-agent/pki/chain.pem: the intermediate CA",
+                    quote("%d/rolesanywhere-chain")
+                ));
+            } else {
+                line(
+                    "# certificate_chain = \"%d/rolesanywhere-chain\"   # /etc/lwa-agent/pki/chain.pem, \
+                     for an intermediate CA"
+                        .into(),
+                );
+            }
             line(format!(
                 "trust_anchor_arn = {}",
                 quote(&ra.trust_anchor_arn)
@@ -592,6 +605,7 @@ mod tests {
             endpoint_url: Some("http://127.0.0.1:5000".into()),
             token_url: Some("http://127.0.0.1:9000/auth/o2/token".into()),
             auto_rotation: false,
+            certificate_chain: false,
         };
         let from_flags = plan(None, &o).unwrap();
         let overridden = plan(Some(&outputs(&[])), &o).unwrap();
@@ -725,6 +739,25 @@ mod tests {
         );
         assert_eq!(ra.session_duration, Duration::from_secs(3600));
         assert!(text.contains("the stack allows up to 12h"), "{text}");
+
+        // A host whose certificate an intermediate CA issued: the chain is named too.
+        let with_chain = Overrides {
+            certificate_chain: true,
+            ..Overrides::default()
+        };
+        let p = plan(
+            Some(&outputs(&[
+                ("TrustAnchorArn", ANCHOR),
+                ("ProfileArn", PROFILE),
+            ])),
+            &with_chain,
+        )
+        .unwrap();
+        let ra = check(&config_text(&p)).aws.roles_anywhere.unwrap();
+        assert_eq!(
+            ra.certificate_chain.as_deref(),
+            Some("%d/rolesanywhere-chain")
+        );
 
         let mut without_role = outputs(&[("TrustAnchorArn", ANCHOR), ("ProfileArn", PROFILE)]);
         without_role.0.remove("RoleArn");

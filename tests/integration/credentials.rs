@@ -236,3 +236,31 @@ async fn a_credentials_file_gives_the_agent_static_keys_and_a_bad_one_is_a_confi
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_takes_an_ec2_instance_role_from_instance_metadata() {
+    let w = World::new().await;
+    let imds = AwsIdentity::start(Settings {
+        sso_token: String::new(),
+        sso_account_id: String::new(),
+        sso_role_name: String::new(),
+    })
+    .await
+    .expect("instance metadata");
+    let mut cmd = agent_command();
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("{}/", imds.url()),
+        )
+        .arg("--config")
+        .arg(w.write_config(&w.config("", "")))
+        .arg("run");
+    let agent = AgentProc::spawn(cmd, w.socket());
+    agent.wait_listening().await;
+    let r = agent.wait_for("/v1/token", 20, |r| r.status == 200).await;
+    assert_eq!(r.status, 200, "{:?}\n{}", imds.calls(), agent.logs());
+    assert!(imds.instance_role_used(), "{:?}", imds.calls());
+}

@@ -1089,8 +1089,10 @@ async fn the_service_takes_an_ec2_instance_role_and_doctor_as_the_service_proves
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{:?}: {said}{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        sd.journal(&["-n", "60"])
     );
     assert!(
         said.contains(

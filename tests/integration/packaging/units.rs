@@ -171,8 +171,8 @@ fn the_credential_hand_off_for_old_systemd_copies_what_load_credential_loads() {
         );
     }
     assert_eq!(
-        units_with_credentials, 3,
-        "the agent, the check and the pki check"
+        units_with_credentials, 4,
+        "the agent, the check, the doctor and the pki check"
     );
 }
 

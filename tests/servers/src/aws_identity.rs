@@ -84,7 +84,7 @@ impl AwsIdentity {
     }
 
     fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let (status, body) = self.route(&req);
+        let (status, body, ttl) = self.route(&req);
         self.calls.lock().expect("calls lock").push(Call {
             method: req.method().to_string(),
             path: req
@@ -96,10 +96,28 @@ impl AwsIdentity {
         });
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        if let Some(ttl) = ttl.and_then(|t| hyper::header::HeaderValue::from_str(&t).ok()) {
+            // IMDSv2 says how long the session token lives, as the real one does.
+            resp.headers_mut()
+                .insert("x-aws-ec2-metadata-token-ttl-seconds", ttl);
+        }
         resp
     }
 
-    fn route(&self, req: &Request<hyper::body::Incoming>) -> (u16, String) {
+    /// The status, the body and, for an IMDSv2 session token, its lifetime.
+    fn route(&self, req: &Request<hyper::body::Incoming>) -> (u16, String, Option<String>) {
+        let (status, body) = self.answer_for(req);
+        let ttl = (req.uri().path() == "/latest/api/token" && status == 200).then(|| {
+            req.headers()
+                .get("x-aws-ec2-metadata-token-ttl-seconds")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("21600")
+                .to_string()
+        });
+        (status, body, ttl)
+    }
+
+    fn answer_for(&self, req: &Request<hyper::body::Incoming>) -> (u16, String) {
         let header = |name: &str| {
             req.headers()
                 .get(name)
@@ -124,7 +142,7 @@ impl AwsIdentity {
                 return (401, String::new());
             }
             return match rest {
-                "" => (200, format!("{ROLE}\n")),
+                "" => (200, ROLE.to_string()),
                 r if r == ROLE => (200, role_credentials()),
                 _ => (404, String::new()),
             };

@@ -31,50 +31,8 @@ impl Report {
     }
 }
 
-/// The unit that runs `lwa-agent doctor` as the service would.
-const DOCTOR_UNIT: &str = "lwa-agent-doctor.service";
-
-/// `doctor --as-service`: starts lwa-agent-doctor.service (the service's user, credentials
-/// and sandbox) and prints what it found. `systemctl` and `journalctl` do the work; the
-/// command only reads their answers.
-pub fn as_service() -> Outcome {
-    use std::process::Command;
-    let since = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let started = Command::new("systemctl")
-        .args(["start", DOCTOR_UNIT])
-        .status();
-    let journal = Command::new("journalctl")
-        .args([
-            "-u",
-            DOCTOR_UNIT,
-            "--since",
-            &since,
-            "-o",
-            "cat",
-            "--no-pager",
-        ])
-        .output();
-    match journal {
-        Ok(out) => print!("{}", String::from_utf8_lossy(&out.stdout)),
-        Err(e) => {
-            return Outcome::Failed(format!(
-                "cannot read {DOCTOR_UNIT}'s output with journalctl ({e}): see `journalctl -u \
-                 {DOCTOR_UNIT}`"
-            ))
-        }
-    }
-    match started {
-        Ok(s) if s.success() => Outcome::Ok,
-        Ok(_) => Outcome::Failed(format!(
-            "the checks failed as the service runs (see above; `systemctl status {DOCTOR_UNIT}` \
-             and `journalctl -u {DOCTOR_UNIT}` have the rest). Run as root on a host where the \
-             package is installed"
-        )),
-        Err(e) => Outcome::Failed(format!(
-            "cannot run systemctl ({e}): --as-service needs systemd and the installed package"
-        )),
-    }
-}
+mod as_service;
+pub use as_service::as_service;
 
 pub async fn run(cfg: Config) -> Outcome {
     let mut r = Report { failures: 0 };
