@@ -1,51 +1,80 @@
-//! The running agent's shared state: what the socket handlers, the status page and the
-//! background tasks all look at.
+//! The token core's shared state, as the socket handlers and the status page see it: the
+//! credentials' slots, the parameters read, the counters, and the views of whatever runs
+//! beside the core. Built complete by `daemon::run`; nothing is set on it afterwards.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::aws::CredentialSource;
-use crate::config::Config;
+use crate::lwa::parameters::ParameterStore;
 use crate::lwa::CredentialSlot;
-use crate::metrics::Metrics;
-use crate::parameters::ParameterStore;
+use serde_json::{json, Map, Value};
 
-pub struct Agent {
-    pub config: Config,
+use crate::metrics::{Gauges, Metrics};
+use crate::status::{Document, View};
+
+/// What the status page says about the agent itself.
+pub struct About {
     pub started: Instant,
     pub started_at: SystemTime,
-    pub parameters: Arc<ParameterStore>,
-    slots: Vec<Arc<CredentialSlot>>,
-    pub metrics: Arc<Metrics>,
+    pub config_file: PathBuf,
+    pub region: String,
     pub aws_source: CredentialSource,
-    pub rotation: crate::rotation::SharedStatus,
-    /// How long a request waits for an exchange in flight before it gets a 503.
-    pub request_wait: Duration,
-    /// The automatic rotation, when `[rotation.auto]` is configured (set once at start).
-    pub auto_rotation: std::sync::OnceLock<Arc<crate::rotation::auto::Rotator>>,
+}
+
+impl About {
+    pub fn now(config_file: PathBuf, region: String, aws_source: CredentialSource) -> About {
+        About {
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            config_file,
+            region,
+            aws_source,
+        }
+    }
+}
+
+pub struct Agent {
+    about: About,
+    parameters: Arc<ParameterStore>,
+    slots: Vec<Arc<CredentialSlot>>,
+    metrics: Arc<Metrics>,
+    /// How long a request waits for an exchange in flight (`lwa::Timing`).
+    request_wait: Duration,
+    /// The subsystems beside the core, for status and metrics.
+    views: Vec<Arc<dyn View>>,
 }
 
 impl Agent {
     pub fn new(
-        config: Config,
+        about: About,
         parameters: Arc<ParameterStore>,
         slots: Vec<Arc<CredentialSlot>>,
         metrics: Arc<Metrics>,
-        aws_source: CredentialSource,
+        request_wait: Duration,
+        views: Vec<Arc<dyn View>>,
     ) -> Self {
-        let request_wait = config.lwa.timeout + Duration::from_secs(2);
         Agent {
-            config,
-            started: Instant::now(),
-            started_at: SystemTime::now(),
+            about,
             parameters,
             slots,
             metrics,
-            aws_source,
-            rotation: Default::default(),
             request_wait,
-            auto_rotation: std::sync::OnceLock::new(),
+            views,
         }
+    }
+
+    pub fn parameters(&self) -> &Arc<ParameterStore> {
+        &self.parameters
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn request_wait(&self) -> Duration {
+        self.request_wait
     }
 
     pub fn slots(&self) -> &[Arc<CredentialSlot>] {
@@ -75,13 +104,74 @@ impl Agent {
         self.slots.iter().map(|s| s.config.name.as_str()).collect()
     }
 
+    /// `GET /v1/status`: the core's parts, then each view's.
+    pub fn status(&self) -> Value {
+        let now = Instant::now();
+        let about = &self.about;
+        let mut aws = about.aws_source.status();
+        if let Some(obj) = aws.as_object_mut() {
+            obj.insert("region".into(), about.region.clone().into());
+        }
+        let mut top = Map::new();
+        for (key, value) in [
+            ("version", json!(env!("CARGO_PKG_VERSION"))),
+            ("uptime_seconds", json!(about.started.elapsed().as_secs())),
+            (
+                "started_at",
+                json!(humantime::format_rfc3339_seconds(about.started_at).to_string()),
+            ),
+            ("config", json!(about.config_file.display().to_string())),
+            ("aws", aws),
+            (
+                "ssm",
+                self.parameters.ssm_status(self.metrics.ssm_call_count()),
+            ),
+        ] {
+            top.insert(key.into(), value);
+        }
+        let credentials = self
+            .slots
+            .iter()
+            .map(|s| (s.config.name.clone(), s.status(now)))
+            .collect();
+        let parameters = self.parameters.parameter_status(SystemTime::now());
+        let mut doc = Document::new(top, credentials, parameters);
+        for view in &self.views {
+            view.status(&mut doc);
+        }
+        doc.finish()
+    }
+
+    /// `GET /metrics`: the core's gauges, then each view's.
+    pub fn metrics_text(&self) -> String {
+        let now = Instant::now();
+        let mut gauges = Gauges {
+            token_seconds_left: self
+                .slots
+                .iter()
+                .map(|s| {
+                    let left = s.current(now).map_or(0, |t| t.seconds_left(now));
+                    (s.config.name.clone(), left)
+                })
+                .collect(),
+            parameter_age_seconds: self.parameters.ages(SystemTime::now()),
+            uptime_seconds: self.about.started.elapsed().as_secs(),
+            ..Gauges::default()
+        };
+        for view in &self.views {
+            view.gauges(&mut gauges);
+        }
+        gauges.parameter_age_seconds.sort();
+        self.metrics.render(&gauges)
+    }
+
     /// One line for systemd's STATUS=.
     pub fn summary(&self) -> String {
         let now = Instant::now();
         let ready = self
             .slots
             .iter()
-            .filter(|s| s.cached(now).is_some())
+            .filter(|s| s.current(now).is_some())
             .count();
         let total = self.slots.len();
         let params = self.parameters.snapshot();

@@ -1,4 +1,5 @@
-//! `lwa-agent run`: start-up order, signals and shutdown (SPEC §5).
+//! `lwa-agent run`: start-up order, signals and shutdown (docs/how-it-works.md): the
+//! token core, the rotation beside it, and the socket, wired together here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,14 +7,14 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::agent::Agent;
-use crate::aws;
+use crate::agent::{About, Agent};
 use crate::config::Config;
 use crate::lwa::exchange::LwaClient;
-use crate::lwa::CredentialSlot;
+use crate::lwa::parameters::ParameterStore;
+use crate::lwa::{self, CredentialSlot};
 use crate::metrics::Metrics;
-use crate::parameters::ParameterStore;
-use crate::{rotation, socket, systemd};
+use crate::rotation::service::Rotation;
+use crate::{aws, socket, systemd};
 
 /// How long start-up waits for the first tokens before declaring READY anyway; later
 /// requests get 503 + Retry-After until the tokens arrive.
@@ -45,6 +46,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new(names));
     let params = ParameterStore::new(config.credential_parameters());
     let lwa = Arc::new(LwaClient::new(&config.lwa)?);
+    let timing = lwa::Timing::of(&config.lwa);
 
     tokio::spawn(
         params
@@ -58,55 +60,30 @@ pub async fn run(config: Config) -> Result<(), String> {
         .collect();
     for slot in &slots {
         tokio::spawn(
-            slot.clone().run(
-                lwa.clone(),
-                params.clone(),
-                // Refresh early enough that the exchange (up to lwa.timeout) ends before the
-                // token drops below the least lifetime the agent hands out.
-                config
-                    .lwa
-                    .refresh_before_expiry
-                    .max(crate::lwa::MIN_LIFETIME + config.lwa.timeout),
-                config.lwa.timeout + Duration::from_secs(10),
-                metrics.clone(),
-            ),
+            slot.clone()
+                .run(lwa.clone(), params.clone(), timing, metrics.clone()),
         );
     }
-    let auto = rotation::auto::Rotator::new(
+    // Beside the token core: the rotation check and the automatic rotation, which the
+    // core knows only as a view for status and metrics.
+    let rotation = Rotation::start(
         &config,
-        rotation::auto::Parts {
-            sdk: sdk.clone(),
-            lwa: lwa.clone(),
-            notifier: rotation::notify::Notifier::new(
-                &config.rotation,
-                &sdk,
-                Some(metrics.clone()),
-            ),
-            state_dir: rotation::state::directory(),
-            metrics: Some(metrics.clone()),
-            params: Some(params.clone()),
-            background: true,
-        },
-    )?;
-    let agent = Arc::new(Agent::new(config, params, slots, metrics, aws_source));
-    if let Some(auto) = &auto {
-        let _ = agent.auto_rotation.set(auto.clone());
-        if auto.auto().enabled {
-            // Whichever host receives a new secret completes it: listen for as long as
-            // the agent runs.
-            auto.listen();
-        } else {
-            tracing::info!(
-                "automatic rotation configured but disabled (rotation.auto.enabled = false); \
-                 this host's client secret parameters are still registered, so the host that \
-                 rotates writes them too"
-            );
-            auto.keep_house();
-        }
-    }
-
-    // Kept alive for the life of the daemon: dropping it stops the schedule.
-    let _scheduler = start_rotation(&agent, &sdk, auto).await?;
+        &sdk,
+        lwa,
+        params.clone(),
+        metrics.clone(),
+        aws_source.certificate_expiry(),
+    )
+    .await?;
+    let about = About::now(config.file.clone(), config.aws.region.clone(), aws_source);
+    let agent = Arc::new(Agent::new(
+        about,
+        params,
+        slots,
+        metrics,
+        timing.request_wait,
+        vec![rotation],
+    ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(socket::server::serve(listener, agent.clone(), shutdown_rx));
@@ -128,7 +105,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             // In a task, so that a SIGTERM during a slow reload still stops at once.
             let agent = agent.clone();
             tokio::spawn(async move {
-                if let Err(e) = agent.parameters.reload_now(Duration::from_secs(30)).await {
+                if let Err(e) = agent.parameters().reload_now(Duration::from_secs(30)).await {
                     tracing::warn!(error = %e, "reload on SIGHUP failed; keeping what was read before");
                 }
                 systemd::ready(&agent.summary());
@@ -145,52 +122,6 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     tracing::info!("lwa-agent stopped");
     Ok(())
-}
-
-async fn start_rotation(
-    agent: &Arc<Agent>,
-    sdk: &aws_config::SdkConfig,
-    auto: Option<Arc<rotation::auto::Rotator>>,
-) -> Result<Option<tokio_cron_scheduler::JobScheduler>, String> {
-    let cfg = &agent.config;
-    if !cfg.rotation.enabled {
-        tracing::info!("rotation check disabled in the agent (rotation.enabled = false)");
-        return Ok(None);
-    }
-    if cfg.rotation.topic_arn.is_none() {
-        tracing::warn!("rotation.topic_arn is not set: rotation reminders go to the log only");
-    }
-    let state_dir = rotation::state::directory();
-    if let Ok(mut s) = agent.rotation.lock() {
-        s.last_reminder = rotation::state::load_readonly(&state_dir).last_reminder();
-    }
-    let mut checker = rotation::Checker::new(
-        cfg,
-        sdk,
-        state_dir,
-        Some(agent.metrics.clone()),
-        agent.aws_source.certificate_expiry(),
-    );
-    checker.auto = auto;
-    let checker = Arc::new(checker);
-    // A first look (a dry run: nothing sent) so that status and metrics show every watched
-    // parameter's state before the first scheduled check, which may be a day away.
-    let (first, status) = (checker.clone(), agent.rotation.clone());
-    tokio::spawn(async move {
-        if let Ok(report) = first.run(true).await {
-            if let Ok(mut s) = status.lock() {
-                if s.last_check.is_none() {
-                    s.last_check = Some(std::time::SystemTime::now());
-                    s.last_check_was_look = true;
-                }
-                s.last_report.get_or_insert(report);
-            }
-        }
-    });
-    let scheduler =
-        rotation::schedule::start(checker, &cfg.rotation.schedule, agent.rotation.clone()).await?;
-    tracing::info!(schedule = %cfg.rotation.schedule, "rotation check scheduled (host local time)");
-    Ok(Some(scheduler))
 }
 
 async fn wait_for_first_tokens(agent: &Agent) {

@@ -15,7 +15,6 @@ pub mod logging;
 pub mod lwa;
 pub mod metrics;
 pub mod net;
-pub mod parameters;
 pub mod process;
 pub mod rotation;
 pub mod socket;

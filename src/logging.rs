@@ -1,13 +1,20 @@
 //! Where log lines go: the journal when systemd connected stderr to it (`JOURNAL_STREAM`),
 //! else text or JSON on stderr. Fields are structured (credential, parameter, status) so
-//! `journalctl -o json` can filter on them, under plain upper-case names (SPEC §7).
+//! `journalctl -o json` can filter on them, under plain upper-case names (docs/systemd.md).
 
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use crate::config::LogFormat;
+/// Where the lines go (`log.format`); `None` in the config picks the journal under
+/// systemd, else text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Journald,
+    Text,
+    Json,
+}
 
 /// Whatever level is asked for, the HTTP and AWS crates stay at info: at debug and trace
 /// they print whole requests, and requests carry the secrets (the LWA form, PutParameter).
@@ -138,7 +145,7 @@ fn install(filter: Targets, format: Option<LogFormat>) {
     });
     let layer: Box<dyn Layer<_> + Send + Sync> = match format {
         LogFormat::Journald => match tracing_journald::layer() {
-            // Plain field names (SPEC §7): `journalctl -u lwa-agent CREDENTIAL=default`.
+            // Plain field names (docs/systemd.md): `journalctl -u lwa-agent CREDENTIAL=default`.
             // tracing-journald would prefix them (`F_CREDENTIAL`); none of the agent's
             // field names collide with the journal's own (MESSAGE, PRIORITY, CODE_*…).
             Ok(l) => Box::new(

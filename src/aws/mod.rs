@@ -32,7 +32,7 @@ impl CredentialSource {
         match self {
             CredentialSource::DefaultChain => "default credential chain",
             CredentialSource::CredentialsFile(_) => "credentials file",
-            CredentialSource::RolesAnywhere(_) => roles_anywhere::provider::LABEL,
+            CredentialSource::RolesAnywhere(_) => roles_anywhere::session::PROVIDER_NAME,
         }
     }
 

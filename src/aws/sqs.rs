@@ -1,4 +1,4 @@
-//! The SQS queues Amazon delivers the rotation notifications to (SPEC §9): long-poll
+//! The SQS queues Amazon delivers the rotation notifications to (docs/automatic-rotation.md): long-poll
 //! receive, delete, visibility changes, and the attributes `doctor` reads.
 //!
 //! Invariants: a message body is a secret (a new-secret notification carries the new
@@ -12,7 +12,7 @@ use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use secrecy::SecretString;
 
-/// SQS's longest long poll, and the one SPEC §9 asks for.
+/// SQS's longest long poll, and the one docs/automatic-rotation.md describes.
 pub const LONG_POLL: Duration = Duration::from_secs(20);
 
 /// Up to 10 messages per receive (SQS's maximum).

@@ -11,33 +11,27 @@ pub async fn run(cfg: Config, dry_run: bool, json: bool) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::Failed(e),
     };
-    let mut checker = rotation::Checker::new(
-        &cfg,
-        &sdk,
-        rotation::state::directory(),
-        None,
-        source.certificate_expiry(),
-    );
+    let lwa = match crate::lwa::exchange::LwaClient::new(&cfg.lwa) {
+        Ok(l) => std::sync::Arc::new(l),
+        Err(e) => return Outcome::Failed(e),
+    };
+    let state_dir = rotation::state::directory();
+    let mode = rotation::Mode::Command;
     // The timer's check asks Amazon for a new secret when one is due; the running agent's
     // listener completes it when the secret arrives.
-    checker.auto = match rotation::auto::Rotator::new(
-        &cfg,
-        rotation::auto::Parts {
-            sdk: sdk.clone(),
-            lwa: match crate::lwa::exchange::LwaClient::new(&cfg.lwa) {
-                Ok(l) => std::sync::Arc::new(l),
-                Err(e) => return Outcome::Failed(e),
-            },
-            notifier: checker.notifier.clone(),
-            state_dir: rotation::state::directory(),
-            metrics: None,
-            params: None,
-            background: false,
-        },
-    ) {
+    let auto = match rotation::auto::Rotator::new(&cfg, &sdk, lwa, state_dir.clone(), mode.clone())
+    {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(e),
     };
+    let checker = rotation::Checker::new(
+        &cfg,
+        &sdk,
+        state_dir,
+        source.certificate_expiry(),
+        &mode,
+        auto,
+    );
     let report = match checker.run(dry_run).await {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("rotation check failed: {e}")),

@@ -1,4 +1,4 @@
-//! The command line (SPEC §6). Exit codes: 0 success, 1 runtime failure, 2 usage or config
+//! The command line (docs/design.md, "Commands"). Exit codes: 0 success, 1 runtime failure, 2 usage or config
 //! error. Every failure message says what failed and what to do.
 
 mod check;

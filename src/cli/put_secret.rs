@@ -15,10 +15,11 @@ use zeroize::Zeroizing;
 
 use super::client::{error_message, request};
 use super::Outcome;
-use crate::aws::ssm;
+use crate::aws::ssm::{read, write};
 use crate::config::{Config, CredentialConfig};
-use crate::lwa::exchange::{GrantKind, LwaClient};
-use crate::parameters::ParameterStore;
+use crate::lwa::exchange::LwaClient;
+use crate::lwa::grant::GrantKind;
+use crate::lwa::parameters::ParameterStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "snake_case")]
@@ -159,7 +160,7 @@ async fn rotate(
 
     // 1. Prove the new value at LWA with the other current values.
     let names: Vec<String> = cred.parameters().map(String::from).collect();
-    let fetched = ssm::fetch(&client, &names).await?;
+    let fetched = read::fetch(&client, &names).await?;
     if let Some((name, problem)) = fetched.problems.first() {
         return Err(format!("cannot read {name}: {problem}"));
     }
@@ -179,7 +180,7 @@ async fn rotate(
     println!("LWA accepted the new value.");
 
     // 2. Write it with the same key, tier and lasting policies.
-    let written = ssm::rewrite_secret(&client, parameter, &value).await?;
+    let written = write::rewrite_secret(&client, parameter, &value).await?;
     let version = written.version;
     println!(
         "Wrote {parameter} version {version} (SecureString, key {}, tier {}).",

@@ -19,8 +19,8 @@ use crate::rotation::auto::listener::{Awaited, Waited};
 use crate::rotation::auto::machine::Trigger;
 use crate::rotation::auto::request::{Requested, Target};
 use crate::rotation::auto::settle::Settle;
-use crate::rotation::auto::{Parts, Rotator};
-use crate::rotation::{notify::Notifier, state};
+use crate::rotation::auto::Rotator;
+use crate::rotation::{state, Mode};
 
 pub async fn run(
     cfg: Config,
@@ -59,18 +59,7 @@ pub async fn run(
         Ok(l) => Arc::new(l),
         Err(e) => return Outcome::Failed(e),
     };
-    let rotator = match Rotator::new(
-        &cfg,
-        Parts {
-            notifier: Notifier::new(&cfg.rotation, &sdk, None),
-            sdk,
-            lwa,
-            state_dir: state::directory(),
-            metrics: None,
-            params: None,
-            background: false,
-        },
-    ) {
+    let rotator = match Rotator::new(&cfg, &sdk, lwa, state::directory(), Mode::Command) {
         Ok(Some(r)) => r,
         Ok(None) => return Outcome::Usage("automatic rotation is not configured".into()),
         Err(e) => return Outcome::Failed(e),

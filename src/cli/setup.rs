@@ -33,9 +33,10 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::stack_outputs::{self, Outputs, Overrides, Plan};
 use super::Outcome;
-use crate::aws::ssm;
+use crate::aws::ssm::{read, write};
 use crate::config::{self, AwsConfig, Config};
-use crate::lwa::exchange::{ExchangeError, Grant, GrantKind, LwaClient};
+use crate::lwa::exchange::{ExchangeError, LwaClient};
+use crate::lwa::grant::{Grant, GrantKind};
 
 /// Where the packaged units load the Roles Anywhere files from (`LoadCredential=`); the
 /// config names them `%d/rolesanywhere-…`, which only exists under systemd.
@@ -388,7 +389,7 @@ async fn store(
         ),
     ];
     let names: Vec<String> = wanted.iter().map(|(n, _, _)| n.to_string()).collect();
-    let (current, _missing) = ssm::read_current(&client, &names)
+    let (current, _missing) = read::read_current(&client, &names)
         .await
         .map_err(|e| format!("{e}\n{CREDENTIALS_HINT}"))?;
 
@@ -432,7 +433,7 @@ async fn store(
         match action {
             Action::Keep(version) => println!("{name}: unchanged (version {version})"),
             Action::Create => {
-                let version = ssm::create_secret(&client, name, value, &plan.key_id, description)
+                let version = write::create_secret(&client, name, value, &plan.key_id, description)
                     .await
                     .map_err(stopped)?;
                 changed += 1;
@@ -442,7 +443,7 @@ async fn store(
                 );
             }
             Action::Update(old) => {
-                let written = ssm::rewrite_secret(&client, name, value)
+                let written = write::rewrite_secret(&client, name, value)
                     .await
                     .map_err(stopped)?;
                 changed += 1;

@@ -1,7 +1,8 @@
-//! The agent's configuration (SPEC §3): one TOML file plus `LWA_AGENT_…` environment
+//! The agent's configuration (docs/configuration.md): one TOML file plus `LWA_AGENT_…` environment
 //! overrides, validated as a whole so that a sysadmin sees every problem in one go.
 
 mod raw;
+pub mod schedule;
 mod validate;
 
 use std::fmt;
@@ -133,7 +134,7 @@ pub struct RotationConfig {
 /// serve the other regions.
 pub const DEFAULT_SP_API_ENDPOINT: &str = "https://sellingpartnerapi-na.amazon.com";
 
-/// `[rotation.auto]`: the agent rotates the LWA client secret itself (SPEC §9).
+/// `[rotation.auto]`: the agent rotates the LWA client secret itself (docs/automatic-rotation.md).
 #[derive(Debug, Clone)]
 pub struct AutoRotationConfig {
     /// Off: no trigger starts a rotation and no queue is read; `lwa-agent rotate` still
@@ -169,17 +170,10 @@ impl RotationConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Journald,
-    Text,
-    Json,
-}
-
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub level: String,
-    pub format: Option<LogFormat>,
+    pub format: Option<crate::logging::LogFormat>,
 }
 
 impl Config {

@@ -106,7 +106,7 @@ pub struct RawRotation {
     pub auto: Option<RawAutoRotation>,
 }
 
-/// `[rotation.auto]`: automatic client-secret rotation (SPEC §9).
+/// `[rotation.auto]`: automatic client-secret rotation (docs/automatic-rotation.md).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAutoRotation {

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawCredential, RawRolesAnywhere, StringOrInt};
 use super::*;
+use crate::logging::LogFormat;
 
-struct Checker<'a> {
+/// Every problem found so far, each with its key and the file or variable it came from.
+struct Findings<'a> {
     problems: Vec<Problem>,
     source: &'a dyn Fn(&str) -> String,
 }
 
-impl Checker<'_> {
+impl Findings<'_> {
     fn problem(&mut self, key: &str, reason: impl Into<String>) {
         self.problems.push(Problem {
             source: (self.source)(key),
@@ -84,7 +86,7 @@ pub(super) fn validate(
     file: &Path,
     source: &dyn Fn(&str) -> String,
 ) -> Result<Config, ConfigError> {
-    let mut c = Checker {
+    let mut c = Findings {
         problems: Vec::new(),
         source,
     };
@@ -219,7 +221,7 @@ pub(super) fn validate(
     })
 }
 
-fn roles_anywhere(c: &mut Checker, ra: RawRolesAnywhere) -> RolesAnywhereConfig {
+fn roles_anywhere(c: &mut Findings, ra: RawRolesAnywhere) -> RolesAnywhereConfig {
     let k = |f: &str| format!("aws.roles_anywhere.{f}");
     let certificate = c.required(
         &k("certificate"),
@@ -313,7 +315,7 @@ pub fn valid_credential_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-fn credential(c: &mut Checker, i: usize, rc: RawCredential) -> CredentialConfig {
+fn credential(c: &mut Findings, i: usize, rc: RawCredential) -> CredentialConfig {
     let k = |f: &str| format!("credentials.{i}.{f}");
     let name = c.required(&k("name"), rc.name, "e.g. name = \"default\"");
     if !name.is_empty() && !valid_credential_name(&name) {
@@ -376,7 +378,7 @@ fn credential(c: &mut Checker, i: usize, rc: RawCredential) -> CredentialConfig 
     }
 }
 
-fn socket(c: &mut Checker, rs: super::raw::RawSocket) -> SocketConfig {
+fn socket(c: &mut Findings, rs: super::raw::RawSocket) -> SocketConfig {
     let path = PathBuf::from(rs.path.unwrap_or_else(|| DEFAULT_SOCKET.to_string()));
     if !path.is_absolute() {
         c.problem(
@@ -446,9 +448,9 @@ fn parse_mode(m: &StringOrInt) -> Option<u32> {
     u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o777)
 }
 
-fn rotation(c: &mut Checker, rr: super::raw::RawRotation) -> RotationConfig {
+fn rotation(c: &mut Findings, rr: super::raw::RawRotation) -> RotationConfig {
     let schedule = rr.schedule.unwrap_or_else(|| "0 0 9 * * *".to_string());
-    if let Err(e) = crate::rotation::schedule::parse(&schedule) {
+    if let Err(e) = super::schedule::parse(&schedule) {
         c.problem("rotation.schedule", e);
     }
     let warn_after = c.duration("rotation.warn_after", rr.warn_after, "150d");
@@ -505,7 +507,7 @@ const MAX_WAIT_FOR_SECRET: Duration = Duration::from_secs(12 * 3600);
 
 /// `[rotation.auto]`, checked against the rest of `[rotation]` and the credentials.
 fn auto_rotation(
-    c: &mut Checker,
+    c: &mut Findings,
     ra: super::raw::RawAutoRotation,
     rotation: &RotationConfig,
     credentials: &[CredentialConfig],

@@ -9,20 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use super::grant::{Grant, GrantKind};
 use crate::config::LwaConfig;
-
-/// The secrets of one credential, as read from SSM. Zeroized on drop by `SecretString`.
-pub struct Grant {
-    pub client_id: SecretString,
-    pub client_secret: SecretString,
-    pub kind: GrantKind,
-}
-
-pub enum GrantKind {
-    RefreshToken(SecretString),
-    /// Grantless (`client_credentials`) with these scopes.
-    Scopes(Vec<String>),
-}
 
 /// An access token and when it stops working.
 pub struct Token {
@@ -34,9 +22,22 @@ pub struct Token {
     pub expires_at_wall: SystemTime,
 }
 
+/// A token with less life than this is not handed out: the caller could not use it.
+pub const MIN_LIFETIME: Duration = Duration::from_secs(10);
+
+/// The one rule for whether a token that expires at `expires_at` may still be handed out
+/// (the socket's answers, and the automatic rotation's grantless tokens).
+pub fn usable(expires_at: Instant, now: Instant) -> bool {
+    expires_at > now + MIN_LIFETIME
+}
+
 impl Token {
     pub fn seconds_left(&self, now: Instant) -> u64 {
         self.expires_at.saturating_duration_since(now).as_secs()
+    }
+
+    pub fn usable(&self, now: Instant) -> bool {
+        usable(self.expires_at, now)
     }
 }
 

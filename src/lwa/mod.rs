@@ -6,8 +6,9 @@
 //! token, wait for the refresher's next result. So the LWA call count depends on token
 //! lifetimes and failures, never on the request rate.
 
-pub mod app_management;
 pub mod exchange;
+pub mod grant;
+pub mod parameters;
 pub mod served;
 
 use std::sync::Arc;
@@ -17,18 +18,39 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
-use crate::config::CredentialConfig;
+use crate::config::{CredentialConfig, LwaConfig};
 use crate::metrics::Metrics;
-use crate::parameters::{ParameterStore, Snapshot};
-use exchange::{ExchangeError, LwaClient, Token};
+use exchange::{ExchangeError, LwaClient, Token, MIN_LIFETIME};
+use parameters::{ParameterStore, Snapshot};
 use served::Served;
 
-/// A token with less life than this is not handed out: the caller could not use it.
-pub const MIN_LIFETIME: Duration = Duration::from_secs(10);
+/// When the refresher exchanges, and how long waiting callers give it: all derived from
+/// `[lwa]` here, in one place.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Refresh this long before expiry: early enough that the exchange (up to
+    /// `lwa.timeout`) ends before the token drops below [`MIN_LIFETIME`].
+    pub refresh_before: Duration,
+    /// How long a refresher waits for the SSM re-read after LWA rejected the credentials.
+    pub reload_wait: Duration,
+    /// How long a request waits for an exchange in flight before it gets a 503.
+    pub request_wait: Duration,
+}
 
+impl Timing {
+    pub fn of(cfg: &LwaConfig) -> Timing {
+        Timing {
+            refresh_before: cfg.refresh_before_expiry.max(MIN_LIFETIME + cfg.timeout),
+            reload_wait: cfg.timeout + Duration::from_secs(10),
+            request_wait: cfg.timeout + Duration::from_secs(2),
+        }
+    }
+}
+
+/// The refresher's own state: how its exchanges went. The token itself is not here: it
+/// is the slot's `current` answer.
 #[derive(Default)]
-pub struct TokenState {
-    pub token: Option<Arc<Token>>,
+pub struct RefreshState {
     /// The refresher is exchanging (or about to): waiting callers will get its result.
     pub fetching: bool,
     pub last_error: Option<String>,
@@ -40,14 +62,6 @@ pub struct TokenState {
     pub exchanges_failed: u64,
 }
 
-impl TokenState {
-    fn usable(&self, now: Instant) -> Option<&Arc<Token>> {
-        self.token
-            .as_ref()
-            .filter(|t| t.expires_at > now + MIN_LIFETIME)
-    }
-}
-
 /// Why a token cannot be served right now, and when to ask again.
 #[derive(Debug, Clone)]
 pub struct Unavailable {
@@ -57,73 +71,104 @@ pub struct Unavailable {
 
 pub struct CredentialSlot {
     pub config: CredentialConfig,
-    state: watch::Sender<TokenState>,
-    /// The current token as the socket serves it. Invariant: stored before the same token
-    /// enters `state`, so whoever sees a usable token in `state` finds it here too. Read
-    /// without a lock or a shared reference count on every request.
-    served: ArcSwapOption<Served>,
+    /// The current token, in the form the socket serves it: the only copy. Read without a
+    /// lock or a shared reference count on every request.
+    current: ArcSwapOption<Served>,
+    /// Invariant: the refresher stores a new token in `current` before it marks the
+    /// exchange done here, so whoever wakes on a change here finds the token there.
+    refresh: watch::Sender<RefreshState>,
 }
 
 impl CredentialSlot {
     pub fn new(config: CredentialConfig) -> Arc<Self> {
         Arc::new(CredentialSlot {
             config,
-            state: watch::Sender::new(TokenState {
+            current: ArcSwapOption::empty(),
+            refresh: watch::Sender::new(RefreshState {
                 fetching: true,
-                ..TokenState::default()
+                ..RefreshState::default()
             }),
-            served: ArcSwapOption::empty(),
         })
     }
 
-    pub fn state(&self) -> watch::Ref<'_, TokenState> {
-        self.state.borrow()
+    pub fn refresh_state(&self) -> watch::Ref<'_, RefreshState> {
+        self.refresh.borrow()
     }
 
-    /// The hot path: a read lock and an `Arc` clone.
-    pub fn cached(&self, now: Instant) -> Option<Arc<Token>> {
-        self.state.borrow().usable(now).cloned()
+    /// The current token if it may still be handed out.
+    pub fn current(&self, now: Instant) -> Option<Arc<Served>> {
+        self.current.load_full().filter(|s| s.usable(now))
     }
 
-    /// The hot path: `f` on the served form of a usable token, if there is one.
-    pub fn with_served<R>(&self, now: Instant, f: impl FnOnce(&Served) -> R) -> Option<R> {
-        let served = self.served.load();
-        served.as_deref().filter(|s| s.usable(now)).map(f)
+    /// The hot path: `f` on the current token if it may still be handed out, without
+    /// touching its reference count.
+    pub fn with_current<R>(&self, now: Instant, f: impl FnOnce(&Served) -> R) -> Option<R> {
+        let current = self.current.load();
+        current.as_deref().filter(|s| s.usable(now)).map(f)
     }
 
     /// A usable token, waiting up to `wait` for an exchange in flight.
     pub async fn get(&self, wait: Duration) -> Result<Arc<Served>, Unavailable> {
-        let usable = |now| self.served.load_full().filter(|s| s.usable(now));
-        if let Some(t) = usable(Instant::now()) {
+        if let Some(t) = self.current(Instant::now()) {
             return Ok(t);
         }
-        let mut rx = self.state.subscribe();
+        let mut rx = self.refresh.subscribe();
         let _ = tokio::time::timeout(
             wait,
-            rx.wait_for(|s| s.usable(Instant::now()).is_some() || !s.fetching),
+            rx.wait_for(|s| !s.fetching || self.current(Instant::now()).is_some()),
         )
         .await;
         let now = Instant::now();
-        if let Some(t) = usable(now) {
+        if let Some(t) = self.current(now) {
             return Ok(t);
         }
-        let s = self.state.borrow();
+        let s = self.refresh.borrow();
         let retry_after = s
             .retry_at
             .map(|at| at.saturating_duration_since(now))
             .unwrap_or(Duration::from_secs(1))
             .max(Duration::from_secs(1));
+        let had_one = self.current.load().is_some();
         Err(Unavailable {
-            reason: match (&s.last_error, &s.token) {
+            reason: match (&s.last_error, had_one) {
                 (Some(e), _) => e.clone(),
-                (None, Some(_)) => {
+                (None, true) => {
                     "the cached token has expired and its refresh with LWA is in progress".into()
                 }
-                (None, None) => {
+                (None, false) => {
                     "no access token yet: the first exchange with LWA is in progress".into()
                 }
             },
             retry_after,
+        })
+    }
+
+    /// This credential's entry in `/v1/status`: its token (never the token itself) and
+    /// how its exchanges went.
+    pub fn status(&self, now: Instant) -> serde_json::Value {
+        let rfc3339 = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        let token = self.current.load_full().map(|t| {
+            serde_json::json!({
+                "expires_at": rfc3339(t.expires_at_wall),
+                "seconds_left": t.seconds_left(now),
+                "valid": t.usable(now),
+            })
+        });
+        let s = self.refresh.borrow();
+        let grant = if self.config.refresh_token_parameter.is_some() {
+            "refresh_token"
+        } else {
+            "client_credentials"
+        };
+        serde_json::json!({
+            "grant": grant,
+            "token": token,
+            "last_refresh": s.last_refresh.map(rfc3339),
+            "last_error": s.last_error,
+            "failed": s.failed,
+            "retry_in_seconds": s.retry_at.map(|at| at.saturating_duration_since(now).as_secs()),
+            "exchanges_ok": s.exchanges_ok,
+            "exchanges_failed": s.exchanges_failed,
         })
     }
 
@@ -132,8 +177,7 @@ impl CredentialSlot {
         self: Arc<Self>,
         lwa: Arc<LwaClient>,
         params: Arc<ParameterStore>,
-        refresh_before: Duration,
-        reload_wait: Duration,
+        timing: Timing,
         metrics: Arc<Metrics>,
     ) {
         let name = self.config.name.clone();
@@ -146,8 +190,8 @@ impl CredentialSlot {
         // (the slot starts as `fetching`) rather than get a "not read yet" 503.
         let _ = params_rx.wait_for(|s| s.reads_finished > 0).await;
         loop {
-            self.state.send_modify(|s| s.fetching = true);
-            let outcome = self.refresh_once(&lwa, &params, reload_wait).await;
+            self.refresh.send_modify(|s| s.fetching = true);
+            let outcome = self.refresh_once(&lwa, &params, timing.reload_wait).await;
             let now = Instant::now();
             match outcome {
                 Ok((token, used)) => {
@@ -155,17 +199,18 @@ impl CredentialSlot {
                     transient.reset();
                     rejected.reset();
                     let lifetime = token.expires_at.saturating_duration_since(now);
-                    let next = lifetime.saturating_sub(refresh_before.min(lifetime / 2));
+                    let next = lifetime.saturating_sub(timing.refresh_before.min(lifetime / 2));
                     tracing::info!(
                         credential = %name,
                         expires_in = lifetime.as_secs(),
                         "access token refreshed"
                     );
-                    // Before `state`: see the invariant on `served`.
-                    self.served
+                    // Before `refresh`: see the invariant there. The exchange's copy of the
+                    // token is dropped (and wiped) here.
+                    self.current
                         .store(Some(Arc::new(Served::new(&token, &self.config.name))));
-                    self.state.send_modify(|s| {
-                        s.token = Some(Arc::new(token));
+                    drop(token);
+                    self.refresh.send_modify(|s| {
                         s.fetching = false;
                         s.failed = false;
                         s.last_error = None;
@@ -201,7 +246,7 @@ impl CredentialSlot {
                             (e.to_string(), delay, e.is_auth())
                         }
                     };
-                    let serving = self.state.borrow().usable(now).is_some();
+                    let serving = self.current(now).is_some();
                     tracing::error!(
                         credential = %name,
                         error = %message,
@@ -209,7 +254,7 @@ impl CredentialSlot {
                         still_serving_cached_token = serving,
                         "cannot refresh the access token"
                     );
-                    self.state.send_modify(|s| {
+                    self.refresh.send_modify(|s| {
                         s.fetching = false;
                         s.failed = failed;
                         s.last_error = Some(message);

@@ -1,21 +1,22 @@
-//! A token in the form the socket hands it out (SPEC §4's token answer), rendered once per
+//! A token in the form the socket hands it out (docs/clients.md's token answer), rendered once per
 //! exchange. Serving a cached token then formats nothing and takes no lock: it copies the
 //! two rendered halves around the one number that changes, the seconds left.
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use super::exchange::Token;
-use super::MIN_LIFETIME;
+use super::exchange::{self, Token};
 
 /// The rendered answer for one token. Holds the access token, so no `Debug` and the
 /// buffers are wiped when a newer token replaces it.
 pub struct Served {
     pub expires_at: Instant,
+    /// For display (`expires_at` in status).
+    pub expires_at_wall: SystemTime,
     /// `{"access_token":"…","token_type":"…","expires_in":`
     json_head: Zeroizing<Vec<u8>>,
     /// `,"expires_at":"…","credential":"…"}` and a newline.
@@ -49,20 +50,24 @@ impl Served {
         text.push(b'\n');
         Served {
             expires_at: token.expires_at,
+            expires_at_wall: token.expires_at_wall,
             json_head,
             json_tail,
             text,
         }
     }
 
-    /// Whether the token still has enough life to hand out (the same rule as the cache's).
     pub fn usable(&self, now: Instant) -> bool {
-        self.expires_at > now + MIN_LIFETIME
+        exchange::usable(self.expires_at, now)
+    }
+
+    pub fn seconds_left(&self, now: Instant) -> u64 {
+        self.expires_at.saturating_duration_since(now).as_secs()
     }
 
     /// The JSON answer at `now`: `expires_in` is the whole seconds left, as before.
     pub fn json(&self, now: Instant) -> Bytes {
-        let seconds_left = self.expires_at.saturating_duration_since(now).as_secs();
+        let seconds_left = self.seconds_left(now);
         let mut body = Vec::with_capacity(self.json_head.len() + 20 + self.json_tail.len());
         body.extend_from_slice(&self.json_head);
         // Writing a u64 into a Vec cannot fail.
@@ -112,7 +117,7 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
         assert_eq!(parsed, expected);
         assert!(body.ends_with(b"}\n"), "{body:?}");
-        // The field order is the API's (SPEC §4): access_token first.
+        // The field order is the API's (docs/clients.md): access_token first.
         assert!(body.starts_with(b"{\"access_token\":\"Atza|tok\\\"en\\\\1\",\"token_type\""));
     }
 
@@ -131,7 +136,7 @@ mod tests {
     fn a_token_close_to_expiry_is_not_usable() {
         let served = Served::new(&token(3600), "default");
         assert!(served.usable(Instant::now()));
-        let near_end = served.expires_at - MIN_LIFETIME;
+        let near_end = served.expires_at - exchange::MIN_LIFETIME;
         assert!(!served.usable(near_end));
     }
 }

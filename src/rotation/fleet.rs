@@ -1,6 +1,6 @@
 //! What the hosts of a fleet share in SSM, under `rotation.fleet_lock_prefix`: the names
 //! of their markers and records, and what those hold. Pure: the reads and writes are
-//! `aws::ssm`'s `create_marker`, `marker`, `set_marker` and `delete_marker`.
+//! `aws::ssm::markers`.
 //!
 //! Everything about one SP-API app lives under `{prefix}/{hash of the client id}/`, so
 //! hosts agree on it whatever their configs call, order or recreate the parameters

@@ -1,6 +1,6 @@
-//! Rotation reminders (SPEC §5): the parameter-age check that runs from the in-process cron
+//! Rotation reminders (docs/rotation.md): the parameter-age check that runs from the in-process cron
 //! or `lwa-agent check`, publishing one SNS reminder per due parameter. With
-//! `[rotation.auto]` the same check starts the automatic rotation (`auto`, SPEC §9) of a
+//! `[rotation.auto]` the same check starts the automatic rotation (`auto`, docs/automatic-rotation.md) of a
 //! client secret older than `rotate_after`.
 //!
 //! Invariants: a reminder is recorded as sent only after SNS accepted it (or another host's
@@ -11,12 +11,12 @@
 pub mod auto;
 pub mod decide;
 pub mod fleet;
-pub mod message;
-pub mod notify;
 pub mod owner;
-pub mod policies;
-pub mod schedule;
+pub mod publish;
+pub mod scheduler;
+pub mod service;
 pub mod state;
+pub mod texts;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -24,31 +24,69 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::aws::ssm;
+use crate::aws::ssm::{policies, read};
 use crate::config::{Config, RotationConfig};
+use crate::lwa::parameters::ParameterStore;
 use crate::metrics::Metrics;
 use decide::{Age, Observed, Verdict};
-use notify::{Kind, Notifier, Outcome};
+use publish::{Kind, Outcome, Publisher};
 
 /// Remind about the Roles Anywhere certificate this long before it expires: the same
 /// window in which the log and status warn about it.
 pub const CERTIFICATE_WARNING: Duration = crate::aws::roles_anywhere::pki::EXPIRY_WARNING;
 
+/// Where the rotation runs: beside the token core in the daemon, or in a one-shot command
+/// (`check`, `rotate`). One value decides every difference between the two.
+#[derive(Clone)]
+pub enum Mode {
+    /// The daemon: a written secret reloads its parameter store, a trigger's request runs
+    /// in a task of its own (a 429's minute of waiting holds up nothing), and counts go to
+    /// `/metrics`.
+    Daemon {
+        params: Arc<ParameterStore>,
+        metrics: Arc<Metrics>,
+    },
+    /// A command: the running agent is reloaded through its socket, and requests run in
+    /// the command's own time.
+    Command,
+}
+
+impl Mode {
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        match self {
+            Mode::Daemon { metrics, .. } => Some(metrics),
+            Mode::Command => None,
+        }
+    }
+
+    pub fn params(&self) -> Option<&Arc<ParameterStore>> {
+        match self {
+            Mode::Daemon { params, .. } => Some(params),
+            Mode::Command => None,
+        }
+    }
+
+    pub fn in_background(&self) -> bool {
+        matches!(self, Mode::Daemon { .. })
+    }
+}
+
+/// The rotation check: every watched parameter's age, a reminder for each one due, and
+/// (with `[rotation.auto]`) the automatic rotation of a client secret that is due.
 pub struct Checker {
-    pub config: RotationConfig,
+    config: RotationConfig,
     /// (parameter, credential, field) for every credential parameter.
     uses: Vec<(String, String, &'static str)>,
     watched: Vec<String>,
-    pub ssm: aws_sdk_ssm::Client,
-    pub sns: aws_sdk_sns::Client,
-    pub state_dir: PathBuf,
-    pub host: String,
-    pub metrics: Option<Arc<Metrics>>,
-    pub certificate_expiry: Option<SystemTime>,
-    pub notifier: Notifier,
-    /// The automatic rotation (`[rotation.auto]` enabled): the check starts it for a
-    /// client secret older than `rotate_after`, and reminders say it is on its way.
-    pub auto: Option<Arc<auto::Rotator>>,
+    ssm: aws_sdk_ssm::Client,
+    state_dir: PathBuf,
+    host: String,
+    metrics: Option<Arc<Metrics>>,
+    certificate_expiry: Option<SystemTime>,
+    publisher: Publisher,
+    /// The automatic rotation: the check starts it for a client secret older than
+    /// `rotate_after`, and reminders say it is on its way.
+    auto: Option<Arc<auto::Rotator>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,30 +153,22 @@ impl Checker {
         config: &Config,
         sdk: &aws_config::SdkConfig,
         state_dir: PathBuf,
-        metrics: Option<Arc<Metrics>>,
         certificate_expiry: Option<SystemTime>,
+        mode: &Mode,
+        auto: Option<Arc<auto::Rotator>>,
     ) -> Self {
-        let ssm = aws_sdk_ssm::Client::new(sdk);
-        let sns = aws_sdk_sns::Client::new(sdk);
-        let host = host_name();
+        let publisher = Publisher::new(&config.rotation, sdk, mode);
         Checker {
             config: config.rotation.clone(),
             uses: uses_of(config),
             watched: watched(config),
-            notifier: Notifier {
-                config: config.rotation.clone(),
-                ssm: ssm.clone(),
-                sns: sns.clone(),
-                host: host.clone(),
-                metrics: metrics.clone(),
-            },
-            ssm,
-            sns,
+            ssm: aws_sdk_ssm::Client::new(sdk),
             state_dir,
-            host,
-            metrics,
+            host: publisher.host().to_string(),
+            metrics: mode.metrics().cloned(),
             certificate_expiry,
-            auto: None,
+            publisher,
+            auto,
         }
     }
 
@@ -148,7 +178,7 @@ impl Checker {
         if let (Some(auto), false) = (&self.auto, dry_run) {
             auto.flush_outbox().await;
         }
-        let (metas, calls) = ssm::describe(&self.ssm, &self.watched).await?;
+        let (metas, calls) = read::describe(&self.ssm, &self.watched).await?;
         if let Some(m) = &self.metrics {
             m.ssm_calls(calls, "ok");
         }
@@ -239,7 +269,7 @@ impl Checker {
                 Verdict::Covered => entry.action = "covered_by_eventbridge".into(),
                 Verdict::RemindedRecently => entry.action = "reminded_recently".into(),
                 Verdict::Due { period } => {
-                    let reminder = message::Reminder {
+                    let reminder = texts::Reminder {
                         parameter: name,
                         version: meta.version,
                         last_modified: observed.last_modified,
@@ -254,9 +284,9 @@ impl Checker {
                             .map(|(_, c, f)| (c.clone(), *f))
                             .collect(),
                     };
-                    let msg = message::build(&reminder);
+                    let msg = texts::build(&reminder);
                     let msg = match &auto {
-                        Some(a) => auto::text::reminder(&reminder, msg, &a.plan()),
+                        Some(a) => texts::auto::reminder(&reminder, msg, &a.plan()),
                         None => msg,
                     };
                     entry.subject = Some(msg.subject.clone());
@@ -268,7 +298,7 @@ impl Checker {
                             .fleet_lock_prefix
                             .as_deref()
                             .map(|prefix| fleet::reminder(prefix, name, &period));
-                        self.notifier
+                        self.publisher
                             .deliver(Kind::Reminder, name, marker.as_deref(), &msg)
                             .await
                     };
@@ -363,12 +393,12 @@ impl Checker {
             age_days: None,
             state: if left.is_zero() { "expired" } else { "warn" }.into(),
             action: "none".into(),
-            subject: Some(message::one_line(
+            subject: Some(texts::one_line(
                 &format!(
                     "[lwa-agent] Roles Anywhere certificate on {} expires in {days} days",
                     self.host
                 ),
-                message::MAX_SUBJECT,
+                texts::MAX_SUBJECT,
             )),
             error: None,
             auto_rotation: None,
@@ -389,7 +419,7 @@ impl Checker {
             host = self.host,
             when = humantime::format_rfc3339_seconds(not_after),
         );
-        let msg = message::Message {
+        let msg = texts::Message {
             subject: entry.subject.clone().unwrap_or_default(),
             sms: format!(
                 "lwa-agent {}: Roles Anywhere certificate expires in {days}d",
@@ -404,7 +434,9 @@ impl Checker {
         let outcome = if dry_run {
             Outcome::WouldSend
         } else {
-            self.notifier.deliver(Kind::Reminder, key, None, &msg).await
+            self.publisher
+                .deliver(Kind::Reminder, key, None, &msg)
+                .await
         };
         entry.action = match outcome {
             Outcome::WouldSend => "would_send".into(),

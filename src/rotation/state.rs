@@ -24,7 +24,7 @@ pub const LOCK: &str = "rotation.lock";
 pub struct State {
     #[serde(default)]
     pub reminders: BTreeMap<String, Sent>,
-    /// Each credential's last automatic rotation (SPEC §9), by credential name.
+    /// Each credential's last automatic rotation (docs/automatic-rotation.md), by credential name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub auto_rotations: BTreeMap<String, AutoRotation>,
     /// The automatic rotation's alerts that have not gone out yet, by their fleet claim:
@@ -40,7 +40,7 @@ pub struct State {
 pub struct Pending {
     /// What it is about (the log line's and the SNS attribute's parameter).
     pub parameter: String,
-    pub message: super::message::Message,
+    pub message: super::texts::Message,
     /// RFC 3339: when it was first tried.
     pub since: String,
     /// How many tries failed so far.

@@ -1,4 +1,4 @@
-//! Request → response for the socket API (SPEC §4): a short chain of `validate_*` checks,
+//! Request → response for the socket API (docs/clients.md): a short chain of `validate_*` checks,
 //! then one handler per endpoint. Nothing here may panic or print a secret: the only
 //! secret that leaves is the access token itself, in a token answer.
 
@@ -43,7 +43,7 @@ pub async fn finish(agent: Arc<Agent>, later: Later) -> Answer {
     match later {
         Later::Token { slot, text } => {
             let result = slot
-                .get(agent.request_wait)
+                .get(agent.request_wait())
                 .await
                 .map(|served| token_answer(&served, text, Instant::now()))
                 .map_err(|u| ApiError::Unavailable {
@@ -57,7 +57,7 @@ pub async fn finish(agent: Arc<Agent>, later: Later) -> Answer {
                 Ok(_) => 200,
                 Err(e) => e.status().as_u16(),
             };
-            agent.metrics.token_request(&slot.config.name, code);
+            agent.metrics().token_request(&slot.config.name, code);
             result.unwrap_or_else(ApiError::into_response)
         }
         Later::Reload => reload(&agent).await.unwrap_or_else(ApiError::into_response),
@@ -78,7 +78,7 @@ fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<Handled,
             validate_method(req, &Method::GET)?;
             let name = &path["/v1/token/".len()..];
             let slot = agent.slot(name).ok_or_else(|| {
-                agent.metrics.token_request(name, 404);
+                agent.metrics().token_request(name, 404);
                 // Only root learns the other names: allow lists may hide credentials
                 // from a peer, and so should this message.
                 let known = if peer.uid == 0 {
@@ -99,17 +99,14 @@ fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<Handled,
         }
         "/v1/status" => {
             validate_method(req, &Method::GET)?;
-            Ok(Handled::Now(json(
-                StatusCode::OK,
-                &crate::status::build(agent),
-            )))
+            Ok(Handled::Now(json(StatusCode::OK, &agent.status())))
         }
         "/metrics" => {
             validate_method(req, &Method::GET)?;
             Ok(Handled::Now(text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                crate::status::metrics_text(agent),
+                agent.metrics_text(),
             )))
         }
         "/v1/reload" => {
@@ -125,8 +122,8 @@ fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<Handled,
     }
 }
 
-/// SPEC §4: a request head over 8 KiB is refused with `too_large`. hyper reads heads up to
-/// twice that (`server::MAX_READ`), so this check answers in JSON; a longer head never
+/// The API (docs/clients.md): a request head over 8 KiB is refused with `too_large`. hyper reads heads up to
+/// twice that (`MAX_READ`), so this check answers in JSON; a longer head never
 /// parses and hyper closes with a bare 431.
 fn validate_head_size(req: &Request<Incoming>) -> Result<(), ApiError> {
     let uri = req.uri();
@@ -141,16 +138,16 @@ fn validate_head_size(req: &Request<Incoming>) -> Result<(), ApiError> {
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
     let size = line + headers + 2;
-    if size > super::server::MAX_HEAD {
+    if size > super::MAX_HEAD {
         return Err(ApiError::TooLarge(format!(
             "the request head is {size} bytes; the limit is {} bytes: send fewer or shorter headers",
-            super::server::MAX_HEAD
+            super::MAX_HEAD
         )));
     }
     Ok(())
 }
 
-/// GET carries no body (SPEC §4) and POST /v1/reload needs none: refusing any keeps a
+/// GET carries no body (docs/clients.md) and POST /v1/reload needs none: refusing any keeps a
 /// client from making the agent buffer data it will never use.
 fn validate_no_body(req: &Request<Incoming>) -> Result<(), ApiError> {
     let declared = req
@@ -214,14 +211,14 @@ fn token(
 ) -> Result<Handled, ApiError> {
     let name = slot.config.name.as_str();
     if let Err(e) = validate_may_read(peer, slot) {
-        agent.metrics.token_request(name, e.status().as_u16());
+        agent.metrics().token_request(name, e.status().as_u16());
         return Err(e);
     }
     let text = wants_text(req);
     let now = Instant::now();
-    match slot.with_served(now, |served| token_answer(served, text, now)) {
+    match slot.with_current(now, |served| token_answer(served, text, now)) {
         Some(answer) => {
-            agent.metrics.token_request(name, 200);
+            agent.metrics().token_request(name, 200);
             Ok(Handled::Now(answer))
         }
         None => Ok(Handled::Later(Later::Token {
@@ -262,8 +259,8 @@ fn health(agent: &Agent) -> Answer {
     let now = Instant::now();
     let mut degraded = serde_json::Map::new();
     for slot in agent.slots() {
-        if slot.cached(now).is_none() {
-            let s = slot.state();
+        if slot.current(now).is_none() {
+            let s = slot.refresh_state();
             degraded.insert(
                 slot.config.name.clone(),
                 serde_json::json!({
@@ -288,14 +285,14 @@ fn health(agent: &Agent) -> Answer {
 async fn reload(agent: &Agent) -> Result<Answer, ApiError> {
     tracing::info!("reload requested on the socket");
     agent
-        .parameters
+        .parameters()
         .reload_now(Duration::from_secs(30))
         .await
         .map_err(|e| ApiError::Unavailable {
             message: format!("reload failed: {e}"),
             retry_after: Duration::from_secs(5),
         })?;
-    let snap = agent.parameters.snapshot();
+    let snap = agent.parameters().snapshot();
     let versions: serde_json::Map<String, serde_json::Value> = snap
         .values
         .iter()

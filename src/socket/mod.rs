@@ -11,7 +11,28 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use crate::config::{GroupSpec, SocketConfig};
+
+// The limits that keep one bad client from hurting the others; `server` applies them.
+
+/// More than any ERP host needs at once; each costs a task and a small buffer.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// The API's limit on a request head (docs/clients.md), checked in
+/// `api::validate_head_size`.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// hyper's read buffer: heads between MAX_HEAD and this get a JSON `too_large`; longer ones
+/// never parse and get hyper's bare 431.
+pub const MAX_READ: usize = 2 * MAX_HEAD;
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keep-alive connections are closed (gracefully, between requests) after this long.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+/// How long shutdown waits for answers in flight.
+pub const DRAIN: Duration = Duration::from_secs(5);
+/// At shutdown, how long a connection that has not sent its request yet may still send
+/// it. Clients write the request right after connecting, so it is normally there already.
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// A listening socket, and the path to remove at shutdown when we created it.
 pub struct Listener {

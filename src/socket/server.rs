@@ -15,23 +15,10 @@ use tokio::sync::{watch, Semaphore};
 
 use super::api::{self, Handled};
 use super::peer::Peer;
+use super::{
+    DRAIN, FIRST_REQUEST_GRACE, HEAD_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTION_AGE, MAX_READ,
+};
 use crate::agent::Agent;
-
-/// More than any ERP host needs at once; each costs a task and a small buffer.
-pub const MAX_CONNECTIONS: usize = 1024;
-/// SPEC §4's limit on a request head, checked in `api::validate_head_size`.
-pub const MAX_HEAD: usize = 8 * 1024;
-/// hyper's read buffer: heads between MAX_HEAD and this get a JSON `too_large`; longer ones
-/// never parse and get hyper's bare 431.
-pub const MAX_READ: usize = 2 * MAX_HEAD;
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Keep-alive connections are closed (gracefully, between requests) after this long.
-pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
-/// How long shutdown waits for answers in flight.
-pub const DRAIN: Duration = Duration::from_secs(5);
-/// At shutdown, how long a connection that has not sent its request yet may still send
-/// it. Clients write the request right after connecting, so it is normally there already.
-pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 pub async fn serve(listener: UnixListener, agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));

@@ -42,7 +42,7 @@ const AGENT_ACTIONS: &[(&str, &str)] = &[
     ),
     (
         "ssm:GetParameter",
-        "a fleet-lock marker, read by `rotate --dry-run` (SPEC §9)",
+        "a fleet-lock marker, read by `rotate --dry-run` (docs/automatic-rotation.md)",
     ),
     (
         "ssm:DeleteParameter",
@@ -68,7 +68,7 @@ const AGENT_ACTIONS: &[(&str, &str)] = &[
     ("sns:GetTopicAttributes", "doctor"),
     (
         "sqs:ReceiveMessage",
-        "automatic rotation: the notifications (SPEC §9)",
+        "automatic rotation: the notifications (docs/automatic-rotation.md)",
     ),
     (
         "sqs:DeleteMessage",

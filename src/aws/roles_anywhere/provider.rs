@@ -20,9 +20,6 @@ use super::session::{self, ErrorKind, Session};
 use crate::backoff::Backoff;
 use crate::config::RolesAnywhereConfig;
 
-/// The label for status, doctor and logs.
-pub const LABEL: &str = "IAM Roles Anywhere";
-
 /// Credentials this close to expiry are not handed out any more.
 const MIN_VALIDITY: Duration = Duration::from_secs(5);
 /// The background task re-checks at least this often, so a changed wall clock cannot make
@@ -366,7 +363,7 @@ impl RolesAnywhereProvider {
         let cert = &self.inner.identity.certificate;
         let st = self.state();
         let mut v = json!({
-            "credential_source": LABEL,
+            "credential_source": session::PROVIDER_NAME,
             "session_expires_at": st.session.as_ref().map(|s| rfc(s.expires_at)),
             "session_refresh_at": st.refresh_at.map(rfc),
             "last_success": st.last_success.map(rfc),

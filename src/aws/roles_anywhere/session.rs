@@ -11,8 +11,9 @@ use super::pki::Identity;
 use super::signer::{self, Request};
 use crate::config::RolesAnywhereConfig;
 
-/// The name the SDK shows for credentials from this provider.
-pub const PROVIDER_NAME: &str = super::provider::LABEL;
+/// The name of these credentials' source: the SDK's provider name, and the label in
+/// status, doctor and logs.
+pub const PROVIDER_NAME: &str = "IAM Roles Anywhere";
 
 /// A session: credentials and when they expire.
 #[derive(Clone)]

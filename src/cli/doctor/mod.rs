@@ -7,7 +7,7 @@ use super::Outcome;
 use crate::aws;
 use crate::config::Config;
 use crate::lwa::exchange::LwaClient;
-use crate::parameters::ParameterStore;
+use crate::lwa::parameters::ParameterStore;
 
 struct Report {
     failures: usize,
@@ -108,7 +108,7 @@ pub async fn run(cfg: Config) -> Outcome {
     let ssm = aws_sdk_ssm::Client::new(&sdk);
     let names = cfg.credential_parameters();
     let store = ParameterStore::new(names.clone());
-    match aws::ssm::fetch(&ssm, &names).await {
+    match aws::ssm::read::fetch(&ssm, &names).await {
         Err(e) => r.fail("SSM", &e),
         Ok(fetched) => {
             let now = SystemTime::now();
@@ -216,8 +216,8 @@ pub async fn run(cfg: Config) -> Outcome {
 /// The automatic rotation asks Amazon with a grantless token of the rotation scope: LWA
 /// issues one only to an app that has the scope. Checked once per app (client id).
 async fn rotation_scope(r: &mut Report, cfg: &Config, store: &ParameterStore, lwa: &LwaClient) {
-    use crate::lwa::app_management::ROTATION_SCOPE;
-    use crate::lwa::exchange::{Grant, GrantKind};
+    use crate::lwa::grant::{Grant, GrantKind};
+    use crate::rotation::auto::app_management::ROTATION_SCOPE;
     use secrecy::{ExposeSecret, SecretString};
     let mut seen: Vec<String> = Vec::new();
     for cred in &cfg.credentials {

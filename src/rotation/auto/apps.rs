@@ -4,9 +4,9 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::app_management::ROTATION_SCOPE;
 use crate::config::{Config, CredentialConfig};
-use crate::lwa::app_management::ROTATION_SCOPE;
-use crate::lwa::exchange::{Grant, GrantKind};
+use crate::lwa::grant::{Grant, GrantKind};
 
 /// One SP-API app as the configuration uses it.
 pub struct App {

@@ -38,17 +38,22 @@ use super::apps::{rotation_scope, App};
 use super::machine::{self, outcome, Completion};
 use super::notification::{self, NewSecret, Notification};
 use super::work::{Finish, Work};
-use super::{text, Rotator};
+use super::Rotator;
 use crate::aws::sqs::Received;
-use crate::aws::ssm::{self, Parameter};
+use crate::aws::ssm::{
+    read::{self, Parameter},
+    write,
+};
 use crate::backoff::Backoff;
-use crate::lwa::exchange::{ExchangeError, GrantKind};
+use crate::lwa::exchange::ExchangeError;
+use crate::lwa::grant::GrantKind;
 use crate::rotation::fleet;
-use crate::rotation::notify::Outcome;
+use crate::rotation::publish::Outcome;
+use crate::rotation::texts::auto as text;
 
-/// What became of one message.
+/// What became of one message from a rotation queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Handled {
+pub enum MessageOutcome {
     /// Not for this agent (unknown client id, or not a notification): left untouched.
     Ignored,
     /// Already being worked on by this process (which now holds the newer receipt).
@@ -85,7 +90,7 @@ struct View {
 
 impl Rotator {
     /// One received message, from any rotation queue.
-    pub async fn handle(self: &Arc<Self>, queue: &str, m: Received) -> Handled {
+    pub async fn handle(self: &Arc<Self>, queue: &str, m: Received) -> MessageOutcome {
         let parsed = notification::parse(m.body.expose_secret());
         // The body is not needed any more; it may hold a secret.
         drop(m.body);
@@ -97,7 +102,7 @@ impl Rotator {
             Ok(n) => n,
             Err(e) => {
                 self.ignore(&m, &e.to_string(), "malformed");
-                return Handled::Ignored;
+                return MessageOutcome::Ignored;
             }
         };
         // The client id first: a message for another app costs no secret's decryption.
@@ -105,7 +110,7 @@ impl Rotator {
             Ok(app) => app,
             Err(e) => {
                 tracing::warn!(message_id = %m.id, error = %e, "rotation message left in the queue: cannot read the client ids now; it is tried again when it reappears");
-                return Handled::Retry(e);
+                return MessageOutcome::Retry(e);
             }
         };
         let Some(app) = app else {
@@ -114,16 +119,16 @@ impl Rotator {
                 "it is for a client id no configured credential uses",
                 "unknown_client",
             );
-            return Handled::Ignored;
+            return MessageOutcome::Ignored;
         };
         // One worker per message in this process; SQS may hand it out again meanwhile.
-        let Some(work) = self.working.begin(queue, &self.sqs, &m) else {
-            return Handled::Busy;
+        let Some(work) = self.memory.working.begin(queue, &self.sqs, &m) else {
+            return MessageOutcome::Busy;
         };
         match notification {
             Notification::Expiry(e) => {
                 self.on_expiry(work, e).await;
-                Handled::Expiry
+                MessageOutcome::Expiry
             }
             Notification::NewSecret(n) => self.on_new_secret(work, &app, n).await,
         }
@@ -133,6 +138,7 @@ impl Rotator {
     fn ignore(&self, m: &Received, why: &str, metric: &str) {
         self.count(&format!("message_{metric}"));
         let first = self
+            .memory
             .ignored
             .lock()
             .map(|mut seen| {
@@ -150,7 +156,7 @@ impl Rotator {
     }
 
     /// Steps 3 to 8 for a new secret of a configured app.
-    async fn on_new_secret(&self, work: Work, app: &App, n: NewSecret) -> Handled {
+    async fn on_new_secret(&self, work: Work, app: &App, n: NewSecret) -> MessageOutcome {
         let parameter = app.key_parameter().to_string();
         tracing::info!(
             message_id = %work.id,
@@ -222,7 +228,7 @@ impl Rotator {
                 wrote = wrote_now;
                 // 6. Reload: the refreshers exchange with the new version at once.
                 if wrote {
-                    if let Some(params) = &self.params {
+                    if let Some(params) = self.mode.params() {
                         if let Err(e) = params.reload_now(Duration::from_secs(30)).await {
                             tracing::warn!(error = %e, "parameter reload after the rotation failed; the new secret is picked up on the next read");
                         }
@@ -306,7 +312,7 @@ impl Rotator {
             report = ?sent,
             "automatic rotation: rotated"
         );
-        Handled::Rotated { wrote, version }
+        MessageOutcome::Rotated { wrote, version }
     }
 
     /// Step 5, under the app's completing lease: the second look, the origin record, the
@@ -348,7 +354,7 @@ impl Rotator {
             let Some(t) = view.targets.get(i) else {
                 continue;
             };
-            match ssm::rewrite_secret(&self.ssm, &t.name, &n.secret).await {
+            match write::rewrite_secret(&self.ssm, &t.name, &n.secret).await {
                 Ok(w) => {
                     wrote = true;
                     self.count("parameter_written");
@@ -397,7 +403,7 @@ impl Rotator {
     /// the fleet's origin record hold now (`machine::completion`). A parameter another
     /// host registered that is no longer in SSM is left out, and its registration removed.
     async fn view(&self, app: &App, targets: &[String], n: &NewSecret) -> Result<View, String> {
-        let fetched = ssm::fetch(&self.ssm, targets).await?;
+        let fetched = read::fetch(&self.ssm, targets).await?;
         let scope = self.scope(app);
         // Where each secret SSM holds came from, read once per distinct secret.
         let mut origins: HashMap<String, Option<SystemTime>> = HashMap::new();
@@ -418,7 +424,7 @@ impl Rotator {
             let missing = fetched
                 .problems
                 .iter()
-                .any(|(name, why)| name == p && why.starts_with(ssm::NOT_FOUND));
+                .any(|(name, why)| name == p && why.starts_with(read::NOT_FOUND));
             if current.is_none() && missing && !app.secret_parameters.contains(p) {
                 self.deregister(app, p).await;
                 continue;
@@ -449,7 +455,7 @@ impl Rotator {
     /// SSM already holds a secret from a later notification: nothing is written, and the
     /// message is deleted (it can never be the one to complete). A conflict this host was
     /// waiting on is settled by it (a person said SSM's secret is the newest).
-    async fn stale(&self, work: Work, app: &App) -> Handled {
+    async fn stale(&self, work: Work, app: &App) -> MessageOutcome {
         self.count("message_stale");
         tracing::warn!(
             message_id = %work.id,
@@ -469,7 +475,7 @@ impl Rotator {
         if let Err(e) = work.finish(Finish::Delete).await {
             tracing::warn!(message_id = %id, error = %e, "cannot delete the stale new-secret message; it is found stale again when it reappears");
         }
-        Handled::Stale
+        MessageOutcome::Stale
     }
 
     /// SSM holds a secret someone stored after Amazon sent this message, and no record
@@ -483,7 +489,7 @@ impl Rotator {
         n: &NewSecret,
         view: &View,
         at: &[usize],
-    ) -> Handled {
+    ) -> MessageOutcome {
         self.count("message_conflict");
         let held: Vec<String> = at
             .iter()
@@ -572,11 +578,11 @@ impl Rotator {
         if let Err(e) = work.finish(Finish::RetryAfter(after)).await {
             tracing::warn!(message_id = %id, error = %e, "cannot set the message's next look; it reappears when its invisibility runs out");
         }
-        Handled::Conflict
+        MessageOutcome::Conflict
     }
 
     async fn versions(&self, names: &[String]) -> Result<Vec<(String, i64)>, String> {
-        let (metas, _) = ssm::describe(&self.ssm, names).await?;
+        let (metas, _) = read::describe(&self.ssm, names).await?;
         Ok(names
             .iter()
             .filter_map(|p| {
@@ -676,7 +682,7 @@ impl Rotator {
 
     /// LWA rejected the new secret: nothing is written, the message stays (hidden for a
     /// while, then it is proved again), and a person is alerted once per message.
-    async fn rejected(&self, work: Work, app: &App, error: String) -> Handled {
+    async fn rejected(&self, work: Work, app: &App, error: String) -> MessageOutcome {
         let parameter = app.key_parameter();
         tracing::error!(
             message_id = %work.id,
@@ -722,7 +728,7 @@ impl Rotator {
         {
             tracing::warn!(message_id = %id, error = %e, "cannot postpone the message's next try");
         }
-        Handled::Rejected
+        MessageOutcome::Rejected
     }
 
     /// SSM refused the write (no ssm:PutParameter or kms:Encrypt, a full version
@@ -737,7 +743,7 @@ impl Rotator {
         n: &NewSecret,
         parameter: &str,
         error: String,
-    ) -> Handled {
+    ) -> MessageOutcome {
         self.count("write_failed");
         let recorded = format!(
             "cannot write the new secret from message {} to {parameter}: {error}",
@@ -795,7 +801,7 @@ impl Rotator {
 
     /// The message could not be completed now: it stays in the queue, hidden until its
     /// next try (`machine::retry_after`).
-    async fn retry(&self, work: Work, parameter: &str, error: String) -> Handled {
+    async fn retry(&self, work: Work, parameter: &str, error: String) -> MessageOutcome {
         self.count("message_retry");
         let after = machine::retry_after(work.receive_count);
         tracing::error!(
@@ -809,7 +815,7 @@ impl Rotator {
         if let Err(e) = work.finish(Finish::RetryAfter(after)).await {
             tracing::warn!(message_id = %id, error = %e, "cannot set the message's next try; it reappears when its invisibility runs out");
         }
-        Handled::Retry(error)
+        MessageOutcome::Retry(error)
     }
 }
 

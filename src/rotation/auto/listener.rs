@@ -179,7 +179,7 @@ impl Rotator {
                 }
                 // A message being worked on right now may be this very secret: give it
                 // until the next round rather than alert about a secret that did come.
-                Waiting::TimedOut if self.working.any() => {}
+                Waiting::TimedOut if self.memory.working.any() => {}
                 Waiting::TimedOut => self.timed_out(app, &credential, &record).await,
             }
         }

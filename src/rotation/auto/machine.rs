@@ -8,7 +8,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::lwa::app_management::{throttle_wait, RotateError};
+use super::app_management::{throttle_wait, RotateError};
 use crate::lwa::exchange::ExchangeError;
 use crate::rotation::state::AutoRotation;
 

@@ -1,4 +1,4 @@
-//! Automatic client-secret rotation (SPEC §9): the agent asks Amazon's Application
+//! Automatic client-secret rotation (docs/automatic-rotation.md): the agent asks Amazon's Application
 //! Management API for a new LWA client secret, receives it from SQS, proves it at LWA,
 //! writes it to SSM as `put-secret` does, and reports once.
 //!
@@ -31,16 +31,16 @@
 //! - the old and new secrets and the message bodies reach no log, error, status, metric,
 //!   SNS message or argv.
 
+pub mod app_management;
 pub mod apps;
 pub mod complete;
+pub mod fleet_records;
 pub mod listener;
 pub mod machine;
 pub mod notification;
 pub mod outbox;
 pub mod request;
 pub mod settle;
-pub mod shared;
-pub mod text;
 pub mod work;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -50,15 +50,14 @@ use std::time::SystemTime;
 
 use secrecy::ExposeSecret;
 
-use crate::aws::ssm::{self, Parameter};
+use crate::aws::ssm::read::{self, Parameter};
 use crate::config::{AutoRotationConfig, Config};
-use crate::lwa::app_management::AppManagementClient;
 use crate::lwa::exchange::{LwaClient, Token};
-use crate::metrics::Metrics;
-use crate::parameters::ParameterStore;
 use crate::rotation::fleet::{self, AppScope};
-use crate::rotation::notify::{Kind, Notifier, Outcome};
-use crate::rotation::{message, state};
+use crate::rotation::publish::{Kind, Outcome, Publisher};
+use crate::rotation::Mode;
+use crate::rotation::{state, texts};
+use app_management::AppManagementClient;
 use apps::App;
 
 /// Messages this host receives stay hidden from other receivers this long while it looks
@@ -82,16 +81,17 @@ pub struct Rotator {
     pub(crate) sqs: aws_sdk_sqs::Client,
     lwa: Arc<LwaClient>,
     app_management: AppManagementClient,
-    notifier: Notifier,
+    publisher: Publisher,
     state_dir: PathBuf,
     host: String,
-    metrics: Option<Arc<Metrics>>,
-    /// The daemon's parameter store, reloaded after a write; `None` in one-shot commands,
-    /// which reload the running agent through its socket instead.
-    params: Option<Arc<ParameterStore>>,
-    /// In the daemon a trigger's request runs in its own task, so the rotation check is
-    /// not held up by a 429's minute of waiting.
-    background: bool,
+    mode: Mode,
+    memory: Memory,
+}
+
+/// What this process remembers between a rotation's steps (lost on restart, which is
+/// safe: the state file and the fleet's records in SSM hold what must survive).
+#[derive(Default)]
+struct Memory {
     /// Secret parameters whose rotation this process is asking Amazon for right now.
     in_flight: Mutex<HashSet<String>>,
     /// The messages this process is working on (SQS may hand one out again meanwhile).
@@ -144,20 +144,15 @@ fn cached_records(
     records
 }
 
-/// What a rotator needs besides the config.
-pub struct Parts {
-    pub sdk: aws_config::SdkConfig,
-    pub lwa: Arc<LwaClient>,
-    pub notifier: Notifier,
-    pub state_dir: PathBuf,
-    pub metrics: Option<Arc<Metrics>>,
-    pub params: Option<Arc<ParameterStore>>,
-    pub background: bool,
-}
-
 impl Rotator {
     /// `None` when the config has no `[rotation.auto]` table.
-    pub fn new(config: &Config, parts: Parts) -> Result<Option<Arc<Self>>, String> {
+    pub fn new(
+        config: &Config,
+        sdk: &aws_config::SdkConfig,
+        lwa: Arc<LwaClient>,
+        state_dir: PathBuf,
+        mode: Mode,
+    ) -> Result<Option<Arc<Self>>, String> {
         let Some(auto) = &config.rotation.auto else {
             return Ok(None);
         };
@@ -169,28 +164,20 @@ impl Rotator {
             );
         };
         let app_management = AppManagementClient::new(&auto.sp_api_endpoint, config.lwa.timeout)?;
+        let publisher = Publisher::new(&config.rotation, sdk, &mode);
         Ok(Some(Arc::new(Rotator {
             config: config.clone(),
             auto: auto.clone(),
             prefix,
-            ssm: aws_sdk_ssm::Client::new(&parts.sdk),
-            sqs: crate::aws::sqs::client(&parts.sdk),
-            lwa: parts.lwa,
+            ssm: aws_sdk_ssm::Client::new(sdk),
+            sqs: crate::aws::sqs::client(sdk),
+            lwa,
             app_management,
-            host: parts.notifier.host.clone(),
-            notifier: parts.notifier,
-            state_dir: parts.state_dir,
-            metrics: parts.metrics,
-            params: parts.params,
-            background: parts.background,
-            in_flight: Mutex::default(),
-            working: work::Working::default(),
-            registered_at: Mutex::default(),
-            ignored: Mutex::default(),
-            app_locks: Mutex::default(),
-            tokens: Mutex::default(),
-            queues: Mutex::default(),
-            records_cache: Arc::default(),
+            host: publisher.host().to_string(),
+            publisher,
+            state_dir,
+            mode,
+            memory: Memory::default(),
         })))
     }
 
@@ -203,7 +190,7 @@ impl Rotator {
     }
 
     fn count(&self, event: &str) {
-        if let Some(m) = &self.metrics {
+        if let Some(m) = self.mode.metrics() {
             m.auto_rotation_event(event);
         }
     }
@@ -233,7 +220,7 @@ impl Rotator {
 
     /// `names`, read (decrypted) from SSM now, by name.
     async fn read_named(&self, names: &[String]) -> Result<HashMap<String, Parameter>, String> {
-        let fetched = ssm::fetch(&self.ssm, names).await?;
+        let fetched = read::fetch(&self.ssm, names).await?;
         Ok(fetched
             .parameters
             .into_iter()
@@ -246,7 +233,7 @@ impl Rotator {
     /// parameters read from SSM. Invariant: turning away a message for another app
     /// decrypts no client secret or refresh token.
     async fn app_of(&self, client_id: &str) -> Result<Option<App>, String> {
-        if let Some(params) = &self.params {
+        if let Some(params) = self.mode.params() {
             let known = {
                 let snap = params.snapshot();
                 let complete = self
@@ -314,13 +301,13 @@ impl Rotator {
     /// again only when it changed (it is replaced as a whole on every write, by this or
     /// another process of the host).
     pub fn records(&self) -> BTreeMap<String, state::AutoRotation> {
-        cached_records(&self.state_dir, &self.records_cache)
+        cached_records(&self.state_dir, &self.memory.records_cache)
     }
 
     /// The same, from a blocking thread: for the async paths (the listener asks every
     /// round).
     async fn records_now(&self) -> BTreeMap<String, state::AutoRotation> {
-        let (dir, cache) = (self.state_dir.clone(), self.records_cache.clone());
+        let (dir, cache) = (self.state_dir.clone(), self.memory.records_cache.clone());
         tokio::task::spawn_blocking(move || cached_records(&dir, &cache))
             .await
             .unwrap_or_default()
@@ -329,7 +316,7 @@ impl Rotator {
     /// The lock that serialises the completions of `app`'s new-secret messages.
     fn app_lock(&self, app: &App) -> Arc<tokio::sync::Mutex<()>> {
         let key = fleet::hash(app.client_id.expose_secret());
-        match self.app_locks.lock() {
+        match self.memory.app_locks.lock() {
             Ok(mut locks) => locks.entry(key).or_default().clone(),
             // A poisoned map is still the map: a panic elsewhere must not stop
             // completions.
@@ -345,11 +332,8 @@ impl Rotator {
     ) -> Result<Arc<Token>, String> {
         let key = fleet::hash(app.client_id.expose_secret());
         let now = std::time::Instant::now();
-        if let Ok(tokens) = self.tokens.lock() {
-            if let Some(t) = tokens
-                .get(&key)
-                .filter(|t| t.expires_at > now + crate::lwa::MIN_LIFETIME)
-            {
+        if let Ok(tokens) = self.memory.tokens.lock() {
+            if let Some(t) = tokens.get(&key).filter(|t| t.usable(now)) {
                 return Ok(t.clone());
             }
         }
@@ -358,7 +342,7 @@ impl Rotator {
             .ok_or_else(|| format!("{} could not be read from SSM", app.key_parameter()))?;
         let grant = app.grant(&secret.value, apps::rotation_scope());
         let token = Arc::new(self.lwa.exchange(&grant).await.map_err(|e| e.to_string())?);
-        if let Ok(mut tokens) = self.tokens.lock() {
+        if let Ok(mut tokens) = self.memory.tokens.lock() {
             tokens.insert(key, token.clone());
         }
         Ok(token)
@@ -370,14 +354,14 @@ impl Rotator {
     }
 
     /// Publishes one message about `parameter`, once per fleet (the claim `marker`).
-    async fn publish(&self, parameter: &str, marker: &str, msg: &message::Message) -> Outcome {
-        self.notifier
+    async fn publish(&self, parameter: &str, marker: &str, msg: &texts::Message) -> Outcome {
+        self.publisher
             .deliver(Kind::AutoRotation, parameter, Some(marker), msg)
             .await
     }
 
     fn note_queue(&self, queue: &str, result: Result<usize, &str>) {
-        if let Ok(mut q) = self.queues.lock() {
+        if let Ok(mut q) = self.memory.queues.lock() {
             let s = q.entry(queue.to_string()).or_default();
             match result {
                 Ok(n) => {
@@ -395,6 +379,7 @@ impl Rotator {
     pub fn status(&self) -> serde_json::Value {
         let auto = self.auto();
         let queues: serde_json::Map<String, serde_json::Value> = self
+            .memory
             .queues
             .lock()
             .map(|q| {

@@ -1,4 +1,4 @@
-//! The two SP-API notifications the automatic rotation reads from SQS (SPEC §9):
+//! The two SP-API notifications the automatic rotation reads from SQS (docs/automatic-rotation.md):
 //! `APPLICATION_OAUTH_CLIENT_NEW_SECRET` and `APPLICATION_OAUTH_CLIENT_SECRET_EXPIRY`.
 //! Pure.
 //!

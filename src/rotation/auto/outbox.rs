@@ -10,9 +10,10 @@
 use std::time::{Duration, SystemTime};
 
 use super::apps::App;
-use super::{text, Rotator};
-use crate::rotation::notify::Outcome;
+use super::Rotator;
+use crate::rotation::publish::Outcome;
 use crate::rotation::state;
+use crate::rotation::texts::auto as text;
 
 /// The longest pause between two tries of one alert.
 const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);

@@ -21,7 +21,10 @@ use super::machine::{self, outcome, Ending, Event, ExpiryAction, Skip, Step, Tri
 use super::notification::Expiry;
 use super::work::{Finish, Work};
 use super::Rotator;
-use crate::aws::ssm::{self, Parameter};
+use crate::aws::ssm::{
+    markers,
+    read::{self, Parameter},
+};
 use crate::rotation::fleet;
 
 /// Which app a trigger is about.
@@ -103,7 +106,7 @@ impl Rotator {
                 .find(|a| a.is(id))
                 .ok_or_else(|| "no credential uses this client id".to_string())?,
         };
-        let (metas, _) = ssm::describe(&self.ssm, &[app.key_parameter().to_string()]).await?;
+        let (metas, _) = read::describe(&self.ssm, &[app.key_parameter().to_string()]).await?;
         let meta = metas
             .into_iter()
             .next()
@@ -131,7 +134,9 @@ impl Rotator {
         dry_run: bool,
     ) -> Result<Requested, String> {
         let subject = self.subject(target).await?;
-        Ok(self.start(subject, trigger, dry_run, self.background).await)
+        Ok(self
+            .start(subject, trigger, dry_run, self.mode.in_background())
+            .await)
     }
 
     /// `spawn`: ask Amazon in a task of its own and return at once.
@@ -163,6 +168,7 @@ impl Rotator {
         let key = subject.app.key_parameter().to_string();
         // One request per secret in this process at a time.
         let fresh = self
+            .memory
             .in_flight
             .lock()
             .map(|mut set| set.insert(key.clone()))
@@ -221,10 +227,10 @@ impl Rotator {
                         humantime::format_rfc3339_seconds(SystemTime::now()),
                         trigger.label()
                     );
-                    match ssm::create_marker(&self.ssm, &marker, &value).await {
+                    match markers::create(&self.ssm, &marker, &value).await {
                         Ok(true) => Event::MarkerTaken,
                         Ok(false) => Event::MarkerHeld(
-                            ssm::marker(&self.ssm, &marker)
+                            markers::get(&self.ssm, &marker)
                                 .await
                                 .ok()
                                 .flatten()
@@ -253,7 +259,7 @@ impl Rotator {
                                 .await
                         }
                         // Nothing was sent: retried like a refused connection.
-                        Err(e) => Err(crate::lwa::app_management::RotateError::Transport {
+                        Err(e) => Err(super::app_management::RotateError::Transport {
                             url: self.app_management.url().to_string(),
                             reason: format!("no grantless token: {e}"),
                             sent: false,
@@ -275,7 +281,7 @@ impl Rotator {
         let result = self
             .finish(&app, version, &fingerprint, trigger, &marker, ending)
             .await;
-        if let Ok(mut set) = self.in_flight.lock() {
+        if let Ok(mut set) = self.memory.in_flight.lock() {
             set.remove(&parameter);
         }
         result
@@ -336,7 +342,7 @@ impl Rotator {
             Ending::Failed { error, give_back } => {
                 tracing::error!(parameter = %parameter, error = %error, trigger = trigger.label(), "automatic rotation: no new secret was requested");
                 if give_back {
-                    if let Err(e) = ssm::delete_marker(&self.ssm, marker).await {
+                    if let Err(e) = markers::delete(&self.ssm, marker).await {
                         tracing::error!(error = %e, "cannot give the rotation marker back");
                     }
                 }
@@ -364,7 +370,7 @@ impl Rotator {
     /// What a dry run would do.
     async fn plan(&self, subject: &Subject) -> String {
         let marker = self.scope(&subject.app).request(&subject.fingerprint);
-        let holder = match ssm::marker(&self.ssm, &marker).await {
+        let holder = match markers::get(&self.ssm, &marker).await {
             Ok(Some(v)) => format!("held by {v}: no call would be made"),
             Ok(None) => "free".to_string(),
             Err(e) => format!("unreadable ({e})"),
@@ -374,7 +380,7 @@ impl Rotator {
              {}, POST {}, wait up to {} for the new secret on {}, prove it at LWA, and write it \
              to {} (version {} now)",
             marker,
-            crate::lwa::app_management::ROTATION_SCOPE,
+            super::app_management::ROTATION_SCOPE,
             self.app_management.url(),
             humantime::format_duration(self.auto().wait_for_secret),
             self.auto().new_secret_queue_url,
@@ -506,13 +512,15 @@ enum PlanState {
 
 impl CheckOutcome {
     /// Where the rotation stands, for the parameter's reminder.
-    pub fn plan(&self) -> super::text::Plan<'_> {
+    pub fn plan(&self) -> crate::rotation::texts::auto::Plan<'_> {
         match &self.state {
-            PlanState::Scheduled => super::text::Plan::Scheduled {
+            PlanState::Scheduled => crate::rotation::texts::auto::Plan::Scheduled {
                 rotate_after: self.rotate_after,
             },
-            PlanState::InProgress(since) => super::text::Plan::InProgress { since },
-            PlanState::Failed(error) => super::text::Plan::Failed { error },
+            PlanState::InProgress(since) => {
+                crate::rotation::texts::auto::Plan::InProgress { since }
+            }
+            PlanState::Failed(error) => crate::rotation::texts::auto::Plan::Failed { error },
         }
     }
 }

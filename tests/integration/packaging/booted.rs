@@ -1,4 +1,4 @@
-//! The packaged units under a real systemd booted as PID 1 (SPEC §8): the .deb installed
+//! The packaged units under a real systemd booted as PID 1 (docs/testing.md): the .deb installed
 //! on this machine, systemd 252 booted in a private pid + mount namespace with its own
 //! tmpfs /tmp and /run, driven with `nsenter … systemctl`. Socket activation, the sandbox
 //! (seccomp, no capabilities, ProtectSystem=…), LoadCredential=, the watchdog, the timer
@@ -437,7 +437,7 @@ async fn the_packaged_units_under_a_real_systemd() {
     assert_eq!(token(&sd.socket()).await, Ok(200));
 
     step("journal fields");
-    // Journal fields under plain names (SPEC §7): what the README tells sysadmins to type.
+    // Journal fields under plain names (docs/systemd.md): what the README tells sysadmins to type.
     let by_field = sd.journal(&["-u", "lwa-agent.service", "CREDENTIAL=default"]);
     assert!(
         by_field.contains("lwa-agent"),

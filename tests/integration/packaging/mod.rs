@@ -1,4 +1,4 @@
-//! The packages (SPEC §2, §7): what packaging/build makes, installed, upgraded, removed and
+//! The packages (docs/packages.md, docs/systemd.md): what packaging/build makes, installed, upgraded, removed and
 //! run the way a sysadmin and systemd would. One file per concern: the unit files as
 //! written (`units`), the .deb (`deb`) and the .rpm (`rpm`) as packages, the units run by a
 //! real systemd booted as PID 1 (`booted`), and the binary alone in a chroot (`chroot`).
@@ -24,7 +24,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::harness::*;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The exposure `systemd-analyze security` may give the services (SPEC §7).
+/// The exposure `systemd-analyze security` may give the services (docs/systemd.md).
 const MAX_EXPOSURE: f64 = 1.5;
 
 // ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! The unit files as written: the settings SPEC §7 names and systemd's security rating.
+//! The unit files as written: the settings docs/systemd.md names and systemd's security rating.
 
 use super::*;
 
@@ -48,7 +48,7 @@ fn services_are_rated_at_most_1_5_by_systemd_analyze_security() {
     }
 }
 
-/// SPEC §7's settings are where they belong.
+/// The settings docs/systemd.md names are where they belong.
 #[test]
 fn units_carry_the_settings_the_spec_names() {
     let dir = repo().join("systemd");

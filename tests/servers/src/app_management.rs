@@ -100,7 +100,7 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-/// The notification body Amazon sends for a new secret (SPEC §9).
+/// The notification body Amazon sends for a new secret (docs/automatic-rotation.md).
 pub fn new_secret_notification(
     client_id: &str,
     secret: &str,

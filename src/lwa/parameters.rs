@@ -11,10 +11,10 @@ use std::time::{Duration, SystemTime};
 use secrecy::SecretString;
 use tokio::sync::{watch, Notify};
 
-use crate::aws::ssm::{self, Parameter};
+use super::grant::{Grant, GrantKind};
+use crate::aws::ssm::read::{self, Parameter};
 use crate::backoff::Backoff;
 use crate::config::CredentialConfig;
-use crate::lwa::exchange::{Grant, GrantKind};
 use crate::metrics::Metrics;
 
 #[derive(Default)]
@@ -123,7 +123,7 @@ impl ParameterStore {
                 s.reads_started += 1;
                 read = s.reads_started;
             });
-            let result = ssm::fetch(&client, &self.names).await;
+            let result = read::fetch(&client, &self.names).await;
             let wait = match result {
                 Ok(fetched) => {
                     metrics.ssm_calls(fetched.calls, "ok");
@@ -164,11 +164,11 @@ impl ParameterStore {
 
     /// Loads one read's result without the background loop (for `doctor` and
     /// `put-secret`, which read once).
-    pub fn load_fetched(&self, fetched: ssm::Fetched) {
+    pub fn load_fetched(&self, fetched: read::Fetched) {
         self.apply(fetched, 1);
     }
 
-    fn apply(&self, fetched: ssm::Fetched, read: u64) {
+    fn apply(&self, fetched: read::Fetched, read: u64) {
         self.state.send_modify(|s| {
             for p in fetched.parameters {
                 match s.values.get(&p.name) {
@@ -197,6 +197,65 @@ impl ParameterStore {
             s.reads_finished = read;
         });
     }
+}
+
+/// The store's parts of `/v1/status` and `/metrics`: what was read, never a value.
+impl ParameterStore {
+    /// The `ssm` section: the last read, its error, and how many calls were made.
+    pub fn ssm_status(&self, calls: u64) -> serde_json::Value {
+        let snap = self.snapshot();
+        serde_json::json!({
+            "last_success": snap.last_success.map(rfc3339),
+            "last_error": snap.last_error,
+            "calls": calls,
+        })
+    }
+
+    /// Each parameter's entry: version, type and age, or why it is not read.
+    pub fn parameter_status(&self, now: SystemTime) -> serde_json::Map<String, serde_json::Value> {
+        let snap = self.snapshot();
+        self.names
+            .iter()
+            .map(|name| {
+                let entry = match snap.values.get(name) {
+                    Some(p) => {
+                        let age = p.last_modified.map(|t| age_secs(t, now));
+                        serde_json::json!({
+                            "version": p.version,
+                            "type": p.kind,
+                            "last_modified": p.last_modified.map(rfc3339),
+                            "age_days": age.map(|a| a / 86400),
+                            "age_seconds": age,
+                            "problem": snap.problems.get(name),
+                        })
+                    }
+                    None => serde_json::json!({
+                        "version": null,
+                        "state": "unread",
+                        "problem": snap.problems.get(name).or(snap.last_error.as_ref()),
+                    }),
+                };
+                (name.clone(), entry)
+            })
+            .collect()
+    }
+
+    /// (name, seconds since its last change) of every parameter read.
+    pub fn ages(&self, now: SystemTime) -> Vec<(String, u64)> {
+        let snap = self.snapshot();
+        snap.values
+            .values()
+            .filter_map(|p| Some((p.name.clone(), age_secs(p.last_modified?, now))))
+            .collect()
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn age_secs(t: SystemTime, now: SystemTime) -> u64 {
+    now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn clone_secret(s: &SecretString) -> SecretString {

@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 
 use super::apps::App;
 use super::Rotator;
-use crate::aws::ssm;
+use crate::aws::ssm::{markers, read};
 use crate::rotation::fleet::{self, AppScope, Claim, Conflict, Origin, Registration};
 
 /// A host registers its parameters again this often (a parameter created after the
@@ -33,7 +33,7 @@ pub(super) struct Targets {
 impl Rotator {
     /// Where the secret `fingerprint` came from, when the fleet has a record of it.
     pub(super) async fn origin(&self, scope: &AppScope, fingerprint: &str) -> Option<Origin> {
-        match ssm::marker(&self.ssm, &scope.origin(fingerprint)).await {
+        match markers::get(&self.ssm, &scope.origin(fingerprint)).await {
             Ok(record) => record.as_deref().and_then(Origin::parse),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read where the current secret came from; going by SSM's write time");
@@ -61,7 +61,7 @@ impl Rotator {
             host: self.host.clone(),
             at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         };
-        ssm::set_marker(&self.ssm, &name, &origin.value()).await
+        markers::set(&self.ssm, &name, &origin.value()).await
     }
 
     /// Takes the app's completing lease: `Ok(None)` when another host holds it now (the
@@ -74,13 +74,13 @@ impl Rotator {
         let name = scope.completing();
         for _ in 0..2 {
             let now = SystemTime::now();
-            if ssm::create_marker(&self.ssm, &name, &Claim::pending(&self.host, now)).await? {
+            if markers::create(&self.ssm, &name, &Claim::pending(&self.host, now)).await? {
                 return Ok(Some(CompletingLease { name }));
             }
-            match ssm::marker(&self.ssm, &name).await? {
+            match markers::get(&self.ssm, &name).await? {
                 Some(v) if Claim::parse(&v).abandoned(now, fleet::COMPLETING_LEASE) => {
                     tracing::warn!(marker = %name, "a host died while writing this app's secret; taking its lease over");
-                    ssm::delete_marker(&self.ssm, &name).await?;
+                    markers::delete(&self.ssm, &name).await?;
                 }
                 Some(_) => return Ok(None),
                 // Released just now: try again.
@@ -91,7 +91,7 @@ impl Rotator {
     }
 
     pub(super) async fn release(&self, lease: CompletingLease) {
-        if let Err(e) = ssm::delete_marker(&self.ssm, &lease.name).await {
+        if let Err(e) = markers::delete(&self.ssm, &lease.name).await {
             tracing::warn!(marker = %lease.name, error = %e, "cannot release the completing lease; it is taken over after it runs out");
         }
     }
@@ -101,14 +101,14 @@ impl Rotator {
         &self,
         scope: &AppScope,
     ) -> Result<Option<Conflict>, String> {
-        Ok(ssm::marker(&self.ssm, &scope.conflict())
+        Ok(markers::get(&self.ssm, &scope.conflict())
             .await?
             .as_deref()
             .and_then(Conflict::parse))
     }
 
     pub(super) async fn set_conflict(&self, scope: &AppScope, conflict: &Conflict) {
-        if let Err(e) = ssm::set_marker(&self.ssm, &scope.conflict(), &conflict.value()).await {
+        if let Err(e) = markers::set(&self.ssm, &scope.conflict(), &conflict.value()).await {
             tracing::warn!(error = %e, "cannot record the conflict for the fleet; `lwa-agent rotate --settle` then refuses until it is recorded");
         }
     }
@@ -117,7 +117,7 @@ impl Rotator {
     pub(super) async fn clear_conflict(&self, scope: &AppScope, message_id: &str) {
         match self.conflict_record(scope).await {
             Ok(Some(c)) if c.message_id == message_id => {
-                if let Err(e) = ssm::delete_marker(&self.ssm, &scope.conflict()).await {
+                if let Err(e) = markers::delete(&self.ssm, &scope.conflict()).await {
                     tracing::warn!(error = %e, "cannot remove the settled conflict's record");
                 }
             }
@@ -131,6 +131,7 @@ impl Rotator {
     /// it worked, every housekeeping round tries.
     pub async fn register(&self) {
         let due = self
+            .memory
             .registered_at
             .lock()
             .map(|at| at.is_none_or(|t| t.elapsed() >= REGISTER_EVERY))
@@ -164,7 +165,7 @@ impl Rotator {
             }
         }
         if all {
-            if let Ok(mut at) = self.registered_at.lock() {
+            if let Ok(mut at) = self.memory.registered_at.lock() {
                 *at = Some(Instant::now());
             }
         }
@@ -174,13 +175,13 @@ impl Rotator {
         let name = scope.registration(&r.client_secret_parameter);
         let value = r.value();
         // Create-only first: a registration that is there already costs no new version.
-        if ssm::create_marker(&self.ssm, &name, &value).await? {
+        if markers::create(&self.ssm, &name, &value).await? {
             tracing::info!(parameter = %r.client_secret_parameter, "client secret parameter registered with the fleet");
             return Ok(());
         }
-        match ssm::marker(&self.ssm, &name).await? {
+        match markers::get(&self.ssm, &name).await? {
             Some(v) if v == value => Ok(()),
-            _ => ssm::set_marker(&self.ssm, &name, &value).await,
+            _ => markers::set(&self.ssm, &name, &value).await,
         }
     }
 
@@ -188,7 +189,7 @@ impl Rotator {
     /// registered whose client id parameter still holds the app's client id.
     pub(super) async fn targets(&self, app: &App) -> Targets {
         let mut names = app.secret_parameters.clone();
-        let listed = match ssm::markers_under(&self.ssm, &self.scope(app).registrations()).await {
+        let listed = match markers::list(&self.ssm, &self.scope(app).registrations()).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list the client secret parameters other hosts registered; only this host's are written");
@@ -220,7 +221,7 @@ impl Rotator {
             .collect();
         ids.sort();
         ids.dedup();
-        let values: HashMap<String, ssm::Parameter> = match ssm::fetch(&self.ssm, &ids).await {
+        let values: HashMap<String, read::Parameter> = match read::fetch(&self.ssm, &ids).await {
             Ok(f) => f
                 .parameters
                 .into_iter()
@@ -256,7 +257,7 @@ impl Rotator {
     /// Removes a registration whose parameter is no longer in SSM.
     pub(super) async fn deregister(&self, app: &App, parameter: &str) {
         let name = self.scope(app).registration(parameter);
-        match ssm::delete_marker(&self.ssm, &name).await {
+        match markers::delete(&self.ssm, &name).await {
             Ok(()) => {
                 tracing::info!(parameter = %parameter, "a registered client secret parameter is no longer in SSM; its registration is removed")
             }

@@ -12,13 +12,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::aws::{sns, ssm};
+use crate::aws::sns;
+use crate::aws::ssm::markers;
 use crate::backoff::Backoff;
 use crate::config::RotationConfig;
 use crate::metrics::Metrics;
 
 use super::fleet::{self, Claim};
-use super::message;
+use super::{texts, Mode};
 
 /// Which counter a delivery bumps and how the log names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,27 +62,29 @@ impl Outcome {
 }
 
 #[derive(Clone)]
-pub struct Notifier {
-    pub config: RotationConfig,
-    pub ssm: aws_sdk_ssm::Client,
-    pub sns: aws_sdk_sns::Client,
-    pub host: String,
-    pub metrics: Option<Arc<Metrics>>,
+pub struct Publisher {
+    config: RotationConfig,
+    ssm: aws_sdk_ssm::Client,
+    sns: aws_sdk_sns::Client,
+    host: String,
+    /// The daemon's counters; none in a one-shot command.
+    metrics: Option<Arc<Metrics>>,
 }
 
-impl Notifier {
-    pub fn new(
-        config: &RotationConfig,
-        sdk: &aws_config::SdkConfig,
-        metrics: Option<Arc<Metrics>>,
-    ) -> Self {
-        Notifier {
+impl Publisher {
+    pub fn new(config: &RotationConfig, sdk: &aws_config::SdkConfig, mode: &Mode) -> Self {
+        Publisher {
             config: config.clone(),
             ssm: aws_sdk_ssm::Client::new(sdk),
             sns: aws_sdk_sns::Client::new(sdk),
             host: super::host_name(),
-            metrics,
+            metrics: mode.metrics().cloned(),
         }
+    }
+
+    /// The host name the messages are signed with.
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     fn count(&self, kind: Kind, result: &str) {
@@ -100,7 +103,7 @@ impl Notifier {
         kind: Kind,
         name: &str,
         marker: Option<&str>,
-        msg: &message::Message,
+        msg: &texts::Message,
     ) -> Outcome {
         let Some(topic) = &self.config.topic_arn else {
             tracing::warn!(
@@ -131,7 +134,7 @@ impl Notifier {
                 }
             },
         };
-        let json = message::sns_json(msg);
+        let json = texts::sns_json(msg);
         let attributes = [
             ("parameter", name),
             ("severity", msg.severity.as_str()),
@@ -154,7 +157,7 @@ impl Notifier {
                         // Not fatal: a claim left pending is taken over later, and the
                         // worst that comes of it is one message sent twice.
                         let sent = Claim::sent(&self.host, SystemTime::now());
-                        if let Err(e) = ssm::set_marker(&self.ssm, claim, &sent).await {
+                        if let Err(e) = markers::set(&self.ssm, claim, &sent).await {
                             tracing::warn!(marker = %claim, error = %e, "cannot mark the fleet claim as sent");
                         }
                     }
@@ -173,7 +176,7 @@ impl Notifier {
         self.count(kind, "failed");
         if let Some(claim) = &claim {
             // Give the claim back so that this or another host can send it later.
-            let _ = ssm::delete_marker(&self.ssm, claim).await;
+            let _ = markers::delete(&self.ssm, claim).await;
         }
         Outcome::Failed(match kind {
             Kind::Reminder => format!("{last} (the reminder is retried on the next check)"),
@@ -190,12 +193,12 @@ impl Notifier {
         while generation <= fleet::MAX_GENERATIONS {
             let name = fleet::generation(marker, generation);
             let now = SystemTime::now();
-            match ssm::create_marker(&self.ssm, &name, &Claim::pending(&self.host, now)).await {
+            match markers::create(&self.ssm, &name, &Claim::pending(&self.host, now)).await {
                 Ok(true) => return Ok(name),
                 Ok(false) => {}
                 Err(e) => return Err(Outcome::Failed(e)),
             }
-            let held = match ssm::marker(&self.ssm, &name).await {
+            let held = match markers::get(&self.ssm, &name).await {
                 Ok(Some(value)) => Claim::parse(&value),
                 Ok(None) if given_back < 3 => {
                     given_back += 1;

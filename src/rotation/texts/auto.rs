@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::rotation::message::{self, one_line, Message, Reminder, MAX_SMS, MAX_SUBJECT};
+use super::{one_line, Message, Reminder, MAX_SMS, MAX_SUBJECT};
 
 /// A completed rotation.
 pub struct Rotated<'a> {
@@ -211,7 +211,7 @@ fn short(plan: &Plan) -> &'static str {
 
 /// The SNS body (`MessageStructure=json`), as for reminders.
 pub fn sns_json(m: &Message) -> String {
-    message::sns_json(m)
+    super::sns_json(m)
 }
 
 #[cfg(test)]
@@ -280,10 +280,10 @@ mod tests {
             host: "erp-1",
             uses: vec![("default".into(), "client_secret")],
         };
-        let built = message::build(&r);
+        let built = crate::rotation::texts::build(&r);
         let scheduled = reminder(
             &r,
-            message::build(&r),
+            crate::rotation::texts::build(&r),
             &Plan::Scheduled {
                 rotate_after: Duration::from_secs(150 * 86400),
             },

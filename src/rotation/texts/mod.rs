@@ -1,13 +1,16 @@
-//! The text of a rotation reminder: an SNS subject, an email body, a short SMS, and message
-//! attributes. Pure. Built only from names, versions, dates and the host name: a secret
-//! value never reaches this module.
+//! Every SNS text the rotation sends: here a reminder's (an SNS subject, an email body, a
+//! short SMS, and message attributes), in [`auto`] the automatic rotation's reports and
+//! alerts. Pure. Built only from names, versions, dates and the host name: a secret value
+//! never reaches these modules.
+
+pub mod auto;
 
 use std::time::{Duration, SystemTime};
 
 use super::decide::Age;
 
 /// SNS takes subjects of "less than 100 characters" on one line (its API reference), one
-/// below SPEC's "≤ 100": AWS's limit wins.
+/// below the 100 that SNS documents: AWS's limit wins.
 pub const MAX_SUBJECT: usize = 99;
 /// One SMS segment.
 pub const MAX_SMS: usize = 140;
