@@ -1,5 +1,6 @@
-//! The SQS queues Amazon delivers the rotation notifications to (docs/automatic-rotation.md): long-poll
-//! receive, delete, visibility changes, and the attributes `doctor` reads.
+//! The SQS queues Amazon delivers the rotation notifications to
+//! (docs/automatic-rotation.md): long-poll receive, delete, visibility changes, and the
+//! attributes `doctor` reads.
 //!
 //! Invariants: a message body is a secret (a new-secret notification carries the new
 //! client secret), so it is kept in a `SecretString`, never formatted into a log line or an

@@ -1,5 +1,5 @@
-//! The command line (docs/design.md, "Commands"). Exit codes: 0 success, 1 runtime failure, 2 usage or config
-//! error. Every failure message says what failed and what to do.
+//! The command line (docs/design.md, "Commands"). Exit codes: 0 success, 1 runtime
+//! failure, 2 usage or config error. Every failure message says what failed and what to do.
 
 mod check;
 mod client;

@@ -1,5 +1,6 @@
-//! The agent's configuration (docs/configuration.md): one TOML file plus `LWA_AGENT_…` environment
-//! overrides, validated as a whole so that a sysadmin sees every problem in one go.
+//! The agent's configuration (docs/configuration.md): one TOML file plus `LWA_AGENT_…`
+//! environment overrides, validated as a whole so that a sysadmin sees every problem in
+//! one go.
 
 mod raw;
 pub mod schedule;
@@ -134,7 +135,8 @@ pub struct RotationConfig {
 /// serve the other regions.
 pub const DEFAULT_SP_API_ENDPOINT: &str = "https://sellingpartnerapi-na.amazon.com";
 
-/// `[rotation.auto]`: the agent rotates the LWA client secret itself (docs/automatic-rotation.md).
+/// `[rotation.auto]`: the agent rotates the LWA client secret itself
+/// (docs/automatic-rotation.md).
 #[derive(Debug, Clone)]
 pub struct AutoRotationConfig {
     /// Off: no trigger starts a rotation and no queue is read; `lwa-agent rotate` still

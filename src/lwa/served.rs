@@ -1,5 +1,5 @@
-//! A token in the form the socket hands it out (docs/clients.md's token answer), rendered once per
-//! exchange. Serving a cached token then formats nothing and takes no lock: it copies the
+//! A token in the form the socket hands it out (docs/clients.md's token answer), rendered
+//! once per exchange. Serving a cached token then formats nothing and takes no lock: it copies the
 //! two rendered halves around the one number that changes, the seconds left.
 
 use std::io::Write;

@@ -1,7 +1,10 @@
-//! Rotation reminders (docs/rotation.md): the parameter-age check that runs from the in-process cron
-//! or `lwa-agent check`, publishing one SNS reminder per due parameter. With
-//! `[rotation.auto]` the same check starts the automatic rotation (`auto`, docs/automatic-rotation.md) of a
-//! client secret older than `rotate_after`.
+//! Rotation reminders (docs/rotation.md): the parameter-age check that runs from the
+//! in-process cron or `lwa-agent check`, publishing one SNS reminder per due parameter.
+//! With `[rotation.auto]` the same check starts the automatic rotation (`auto`,
+//! docs/automatic-rotation.md) of a client secret older than `rotate_after`.
+//!
+//! The rotation stands beside the token core, which never imports it: the daemon starts
+//! it (`service`) and the core sees it as a status view (docs/design.md, "Subsystems").
 //!
 //! Invariants: a reminder is recorded as sent only after SNS accepted it (or another host's
 //! fleet marker proves it went out), so a failure is retried on the next run and never

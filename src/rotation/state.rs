@@ -24,7 +24,8 @@ pub const LOCK: &str = "rotation.lock";
 pub struct State {
     #[serde(default)]
     pub reminders: BTreeMap<String, Sent>,
-    /// Each credential's last automatic rotation (docs/automatic-rotation.md), by credential name.
+    /// Each credential's last automatic rotation (docs/automatic-rotation.md), by
+    /// credential name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub auto_rotations: BTreeMap<String, AutoRotation>,
     /// The automatic rotation's alerts that have not gone out yet, by their fleet claim:

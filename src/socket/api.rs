@@ -1,5 +1,5 @@
-//! Request → response for the socket API (docs/clients.md): a short chain of `validate_*` checks,
-//! then one handler per endpoint. Nothing here may panic or print a secret: the only
+//! Request → response for the socket API (docs/clients.md): a short chain of
+//! `validate_*` checks, then one handler per endpoint. Nothing here may panic or print a secret: the only
 //! secret that leaves is the access token itself, in a token answer.
 
 use std::sync::Arc;
@@ -122,9 +122,9 @@ fn route(agent: &Agent, peer: &Peer, req: &Request<Incoming>) -> Result<Handled,
     }
 }
 
-/// The API (docs/clients.md): a request head over 8 KiB is refused with `too_large`. hyper reads heads up to
-/// twice that (`MAX_READ`), so this check answers in JSON; a longer head never
-/// parses and hyper closes with a bare 431.
+/// The API (docs/clients.md): a request head over 8 KiB is refused with `too_large`.
+/// hyper reads heads up to twice that (`MAX_READ`), so this check answers in JSON; a
+/// longer head never parses and hyper closes with a bare 431.
 fn validate_head_size(req: &Request<Incoming>) -> Result<(), ApiError> {
     let uri = req.uri();
     // The request target as sent: origin form, or absolute form with scheme and host.

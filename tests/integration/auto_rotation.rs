@@ -217,22 +217,22 @@ impl Auto {
 
     /// Waits until SSM holds version `version` of the client secret; returns its value.
     async fn wait_for_version(&self, version: i64, secs: u64, agents: &[&AgentProc]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let (value, v) = self.secret().await;
-            if v >= version {
-                return value;
-            }
-            if Instant::now() > deadline {
+        eventually(
+            secs,
+            || async {
+                let (value, v) = self.secret().await;
+                (v >= version).then_some(value)
+            },
+            || {
                 let logs: Vec<String> = agents.iter().map(|a| a.logs()).collect();
-                panic!(
+                format!(
                     "SSM never got version {version} in {secs}s (calls: {:?})\nlogs:\n{}",
                     self.app.calls(),
                     logs.join("\n-----\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+                )
+            },
+        )
+        .await
     }
 
     /// Messages in a queue, visible or not.
@@ -258,44 +258,34 @@ impl Auto {
     }
 
     async fn wait_depth(&self, queue: &str, want: u64, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let d = self.depth(queue).await;
-            if d == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{queue} holds {d} messages, not {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        eventually(
+            secs,
+            || async { (self.depth(queue).await == want).then_some(()) },
+            || format!("{queue} does not hold {want} messages after {secs}s"),
+        )
+        .await
     }
 
     /// Waits until `agent` serves a token LWA issued for `secret`.
     async fn wait_serving_with(&self, agent: &AgentProc, secret: &str, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let r = agent.get("/v1/token").await;
-            if r.status == 200 {
+        eventually(
+            secs,
+            || async {
+                let r = agent.get("/v1/token").await;
                 let token = r.json()["access_token"].as_str().unwrap_or("").to_string();
-                if self
-                    .w
+                self.w
                     .lwa
                     .issued_for(&token)
-                    .is_some_and(|i| i.client_secret == secret)
-                {
-                    return;
-                }
-            }
-            if Instant::now() > deadline {
-                panic!(
+                    .filter(|i| r.status == 200 && i.client_secret == secret)
+            },
+            || {
+                format!(
                     "the agent never served a token made with the new secret\nlogs:\n{}",
                     agent.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+                )
+            },
+        )
+        .await;
     }
 
     /// SNS messages whose subject contains `needle`, waiting for `at_least`.
@@ -316,6 +306,24 @@ impl Auto {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+
+    /// An agent that only listens (no cron): messages are what moves it.
+    async fn listener(&self, name: &str) -> AgentProc {
+        self.agent(
+            &Opts {
+                cron: false,
+                ..Opts::default()
+            },
+            name,
+        )
+        .await
+    }
+
+    /// Neither the canaries nor the new secret `new` are in `text`.
+    fn assert_secrets_absent(&self, what: &str, text: &str, new: &str) {
+        self.w.canaries.assert_absent(what, text);
+        assert!(!text.contains(new), "{what} contains the new secret");
     }
 
     /// The one accepted rotate call's new secret.
@@ -466,8 +474,7 @@ async fn an_old_secret_is_rotated_end_to_end_without_a_failed_request() {
         ("argv", cmdline(&agent)),
         ("SNS", format!("{reports:?}")),
     ] {
-        a.w.canaries.assert_absent(what, &text);
-        assert!(!text.contains(&new), "{what} contains the new secret");
+        a.assert_secrets_absent(what, &text, &new);
     }
 }
 
@@ -493,38 +500,29 @@ async fn an_expiry_notice_rotates_a_freshly_stored_secret_once_across_two_hosts(
         a.app.calls().is_empty(),
         "nothing happens without a trigger"
     );
-    app_management::send_to_queue(
-        &a.expiry_queue,
-        &app_management::expiry_notification(
-            CLIENT_ID,
-            SystemTime::now() + Duration::from_secs(7 * 86400),
-        ),
-    )
-    .await
-    .expect("send");
+    a.send_expiry().await;
     let written = a.wait_for_version(2, 60, &[&host_a, &host_b]).await;
     assert_eq!(written, a.new_secret(), "exactly one rotate call");
     // Amazon's notice about the replaced secret arrives and is consumed: no second call.
     a.wait_depth(&a.new_queue, 0, 20).await;
     a.wait_depth(&a.expiry_queue, 0, 60).await;
     // The host that took the notice records the rotation as the notice's.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut triggers = Vec::new();
-        for h in [&host_a, &host_b] {
-            let rec =
-                h.get("/v1/status").await.json()["credentials"]["default"]["auto_rotation"].clone();
-            triggers.push(format!("{}/{}", rec["trigger"], rec["outcome"]));
-        }
-        if triggers
-            .iter()
-            .any(|t| t == "\"expiry_notification\"/\"rotated\"")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{triggers:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let hosts = [&host_a, &host_b];
+    eventually(
+        20,
+        || async {
+            for h in hosts {
+                let rec =
+                    &h.get("/v1/status").await.json()["credentials"]["default"]["auto_rotation"];
+                if rec["trigger"] == "expiry_notification" && rec["outcome"] == "rotated" {
+                    return Some(());
+                }
+            }
+            None
+        },
+        || "no host recorded the rotation as the expiry notice's".to_string(),
+    )
+    .await;
 
     // The same notice again, once to each host alone: neither asks Amazon again.
     let old_expiry = a.app.accepted()[0]
@@ -694,30 +692,29 @@ async fn two_hosts_with_differently_named_parameters_make_one_call_and_both_get_
     let new = a.new_secret();
     assert_eq!(written, new);
     // Whichever host completed the message wrote both hosts' parameters.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let p =
-            a.w.ssm()
-                .await
+    let ssm = a.w.ssm().await;
+    eventually(
+        30,
+        || async {
+            let p = ssm
                 .get_parameter()
                 .name(TEST_SECRET_PARAM)
                 .with_decryption(true)
                 .send()
                 .await
                 .expect("get")
-                .parameter
-                .expect("parameter");
-        if p.value.as_deref() == Some(new.as_str()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{TEST_SECRET_PARAM} never got the new secret\nA:\n{}\nB:\n{}",
-            host_a.logs(),
-            host_b.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+                .parameter?;
+            (p.value.as_deref() == Some(new.as_str())).then_some(())
+        },
+        || {
+            format!(
+                "{TEST_SECRET_PARAM} never got the new secret\nA:\n{}\nB:\n{}",
+                host_a.logs(),
+                host_b.logs()
+            )
+        },
+    )
+    .await;
     a.wait_serving_with(&host_a, &new, 30).await;
     a.wait_serving_with(&host_b, &new, 30).await;
     assert_eq!(
@@ -808,18 +805,12 @@ const KILL_WINDOW: Duration = Duration::from_secs(5);
 
 /// Waits for Amazon's 204; returns when it came.
 async fn wait_accepted(a: &Auto, agent: &AgentProc) -> Instant {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(call) = a.app.accepted().first() {
-            return call.at;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no rotate call:\n{}",
-            agent.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        30,
+        || async { a.app.accepted().first().map(|call| call.at) },
+        || format!("no rotate call:\n{}", agent.logs()),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -949,8 +940,7 @@ async fn a_new_secret_lwa_rejects_is_not_written_and_a_person_is_alerted() {
         ("alert", format!("{alerts:?}")),
         ("reminders", format!("{on_its_way:?}{by_hand:?}")),
     ] {
-        a.w.canaries.assert_absent(what, &text);
-        assert!(!text.contains(&new), "{what} contains the new secret");
+        a.assert_secrets_absent(what, &text, &new);
     }
 }
 
@@ -960,20 +950,8 @@ async fn a_message_sent_while_sqs_is_unreachable_is_not_lost() {
     let (proxy, agent) = a.agent_behind_proxy().await;
     proxy.set_up(false);
     // Amazon delivers a new secret while the agent cannot reach AWS.
-    let new = format!("{}-ROTATED", a.w.canaries.client_secret);
-    a.w.lwa.update(|s| s.client_secrets.push(new.clone()));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    app_management::send_to_queue(
-        &a.new_queue,
-        &app_management::new_secret_notification(
-            CLIENT_ID,
-            &new,
-            SystemTime::now() + Duration::from_secs(180 * 86400),
-            SystemTime::now() + Duration::from_secs(7 * 86400),
-        ),
-    )
-    .await
-    .expect("send");
+    let new = a.send_rotated().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         agent.get("/v1/token").await.status,
@@ -998,59 +976,19 @@ async fn a_message_sent_while_sqs_is_unreachable_is_not_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_unknown_client_messages_are_left_in_the_queue() {
     let a = Auto::new(|_| {}).await;
-    let agent = a
-        .agent(
-            &Opts {
-                cron: false,
-                ..Opts::default()
-            },
-            "host-a",
-        )
-        .await;
+    let agent = a.listener("host-a").await;
     let malformed = app_management::send_to_queue(
         &a.new_queue,
         &format!("not a notification {}", a.w.canaries.client_secret),
     )
     .await
     .expect("send");
-    let other_app = app_management::send_to_queue(
-        &a.new_queue,
-        &app_management::new_secret_notification(
-            "amzn1.application-oa2-client.someone-else",
-            "amzn1.oa2-cs.v1.CANARYSECRETOTHERAPP",
-            SystemTime::now(),
-            SystemTime::now(),
-        ),
-    )
-    .await
-    .expect("send");
+    let other_app = a.send_other_app().await;
     // A good message after them is still completed.
-    let new = format!("{}-ROTATED", a.w.canaries.client_secret);
-    a.w.lwa.update(|s| s.client_secrets.push(new.clone()));
-    app_management::send_to_queue(
-        &a.new_queue,
-        &app_management::new_secret_notification(
-            CLIENT_ID,
-            &new,
-            SystemTime::now() + Duration::from_secs(180 * 86400),
-            SystemTime::now() + Duration::from_secs(7 * 86400),
-        ),
-    )
-    .await
-    .expect("send");
+    let new = a.send_rotated().await;
     assert_eq!(a.wait_for_version(2, 60, &[&agent]).await, new);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let logs = agent.logs();
-        if logs.contains(&malformed) && logs.contains(&other_app) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ignored messages not logged:\n{logs}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    agent.wait_log(&malformed, 30).await;
+    agent.wait_log(&other_app, 30).await;
     a.wait_depth(&a.new_queue, 2, 10).await;
     let logs = agent.logs();
     assert!(logs.contains("left untouched"), "{logs}");
@@ -1178,15 +1116,7 @@ async fn config_check_and_doctor_cover_automatic_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_message_stays_until_ssm_holds_the_new_secret() {
     let a = Auto::new(|_| {}).await;
-    let agent = a
-        .agent(
-            &Opts {
-                cron: false,
-                ..Opts::default()
-            },
-            "host-a",
-        )
-        .await;
+    let agent = a.listener("host-a").await;
     // The write will fail: the parameter is gone (a cached token keeps being served).
     a.w.ssm()
         .await
@@ -1195,28 +1125,8 @@ async fn the_message_stays_until_ssm_holds_the_new_secret() {
         .send()
         .await
         .expect("delete");
-    let new = format!("{}-ROTATED", a.w.canaries.client_secret);
-    a.w.lwa.update(|s| s.client_secrets.push(new.clone()));
-    app_management::send_to_queue(
-        &a.new_queue,
-        &app_management::new_secret_notification(
-            CLIENT_ID,
-            &new,
-            SystemTime::now() + Duration::from_secs(180 * 86400),
-            SystemTime::now() + Duration::from_secs(7 * 86400),
-        ),
-    )
-    .await
-    .expect("send");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !agent.logs().contains("the message stays in the queue") {
-        assert!(
-            Instant::now() < deadline,
-            "no failed write:\n{}",
-            agent.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    a.send_rotated().await;
+    agent.wait_log("the message stays in the queue", 30).await;
     assert_eq!(
         a.depth(&a.new_queue).await,
         1,
@@ -1245,6 +1155,43 @@ impl Auto {
             .expect("LastModifiedDate")
     }
 
+    /// Sends a new-secret message for this app now, with a new secret LWA accepts, as
+    /// Amazon does after a rotation; returns the new secret.
+    async fn send_rotated(&self) -> String {
+        let new = format!("{}-ROTATED", self.w.canaries.client_secret);
+        self.send_new_secret(&new, SystemTime::now()).await;
+        new
+    }
+
+    /// Sends Amazon's notice that this app's secret expires in 7 days; returns the
+    /// message id.
+    async fn send_expiry(&self) -> String {
+        app_management::send_to_queue(
+            &self.expiry_queue,
+            &app_management::expiry_notification(
+                CLIENT_ID,
+                SystemTime::now() + Duration::from_secs(7 * 86400),
+            ),
+        )
+        .await
+        .expect("send")
+    }
+
+    /// Sends a new-secret message for an app no credential uses; returns the message id.
+    async fn send_other_app(&self) -> String {
+        app_management::send_to_queue(
+            &self.new_queue,
+            &app_management::new_secret_notification(
+                "amzn1.application-oa2-client.someone-else",
+                "amzn1.oa2-cs.v1.CANARYSECRETOTHERAPP",
+                SystemTime::now(),
+                SystemTime::now(),
+            ),
+        )
+        .await
+        .expect("send")
+    }
+
     /// Sends a new-secret message for this app, as Amazon would have published it at
     /// `published`, with a secret LWA accepts. Returns the message id.
     async fn send_new_secret(&self, secret: &str, published: SystemTime) -> String {
@@ -1267,35 +1214,23 @@ impl Auto {
 
 /// Waits until the agent's log has `needle` on a line that names `message_id`.
 async fn wait_log_line(agent: &AgentProc, needle: &str, message_id: &str, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let logs = agent.logs();
-        if logs
-            .lines()
-            .any(|l| l.contains(needle) && l.contains(message_id))
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no `{needle}` for {message_id}:\n{logs}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        secs,
+        || async {
+            let logs = agent.logs();
+            logs.lines()
+                .any(|l| l.contains(needle) && l.contains(message_id))
+                .then_some(())
+        },
+        || format!("no `{needle}` for {message_id}:\n{}", agent.logs()),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_new_secret_message_never_overwrites_a_newer_secret() {
     let a = Auto::new(|_| {}).await;
-    let agent = a
-        .agent(
-            &Opts {
-                cron: false,
-                ..Opts::default()
-            },
-            "host-a",
-        )
-        .await;
+    let agent = a.listener("host-a").await;
     let seeded = a.secret_written_at().await;
     let canary = a.w.canaries.client_secret.clone();
 
@@ -1481,8 +1416,7 @@ async fn a_write_ssm_refuses_alerts_and_completes_once_the_cause_is_fixed() {
         ("alert", format!("{alerts:?}")),
         ("logs", agent.logs()),
     ] {
-        a.w.canaries.assert_absent(what, &text);
-        assert!(!text.contains(&new), "{what} contains the new secret");
+        a.assert_secrets_absent(what, &text, &new);
     }
 }
 
@@ -1492,17 +1426,7 @@ async fn a_message_for_another_app_costs_no_secret_decryption() {
     let (proxy, agent) = a.agent_behind_proxy().await;
     // The agent has read its parameters; from now on, what it asks AWS is recorded.
     let _ = proxy.take_sent();
-    let id = app_management::send_to_queue(
-        &a.new_queue,
-        &app_management::new_secret_notification(
-            "amzn1.application-oa2-client.someone-else",
-            "amzn1.oa2-cs.v1.CANARYSECRETOTHERAPP",
-            SystemTime::now(),
-            SystemTime::now(),
-        ),
-    )
-    .await
-    .expect("send");
+    let id = a.send_other_app().await;
     wait_log_line(&agent, "left untouched", &id, 30).await;
     let sent = proxy.take_sent();
     assert!(
@@ -1520,15 +1444,7 @@ async fn a_message_for_another_app_costs_no_secret_decryption() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_refresh_token_is_not_taken_for_a_bad_new_secret() {
     let a = Auto::new(|_| {}).await;
-    let agent = a
-        .agent(
-            &Opts {
-                cron: false,
-                ..Opts::default()
-            },
-            "host-a",
-        )
-        .await;
+    let agent = a.listener("host-a").await;
     // The refresh token is revoked: LWA answers invalid_grant, whatever the secret.
     let revoked = a.w.canaries.refresh_token.clone();
     a.w.lwa
@@ -1625,8 +1541,7 @@ async fn a_secret_put_back_after_amazon_sent_a_new_one_keeps_the_message_until_a
         ("settle output", format!("{stdout}{stderr}")),
         ("alert", format!("{alerts:?}")),
     ] {
-        a.w.canaries.assert_absent(what, &text);
-        assert!(!text.contains(&new), "{what} contains the new secret");
+        a.assert_secrets_absent(what, &text, &new);
     }
 }
 
@@ -1712,15 +1627,7 @@ impl Auto {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_that_cannot_be_published_goes_out_later_and_a_dead_hosts_claim_is_taken_over() {
     let a = Auto::new(|_| {}).await;
-    let agent = a
-        .agent(
-            &Opts {
-                cron: false,
-                ..Opts::default()
-            },
-            "host-a",
-        )
-        .await;
+    let agent = a.listener("host-a").await;
     // SNS refuses (the topic is gone) when the new secret is written.
     a.topic_down().await;
     let new = format!("{}-ROTATED", a.w.canaries.client_secret);
@@ -1792,25 +1699,9 @@ async fn a_timed_out_rotations_alert_that_cannot_be_published_goes_out_later() {
         )
         .await;
     a.topic_down().await;
-    app_management::send_to_queue(
-        &a.expiry_queue,
-        &app_management::expiry_notification(
-            CLIENT_ID,
-            SystemTime::now() + Duration::from_secs(7 * 86400),
-        ),
-    )
-    .await
-    .expect("send");
+    a.send_expiry().await;
     // wait_for_secret is 20 s; then the alert, which SNS refuses, waits in the outbox.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !agent.logs().contains("it stays in the outbox") {
-        assert!(
-            Instant::now() < deadline,
-            "no failed alert:\n{}",
-            agent.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    agent.wait_log("it stays in the outbox", 90).await;
     let outbox = || -> serde_json::Value {
         let text = std::fs::read(state.join("rotation-state.json")).expect("state file");
         serde_json::from_slice::<serde_json::Value>(&text).expect("json")["outbox"].clone()
@@ -1828,11 +1719,12 @@ async fn a_timed_out_rotations_alert_that_cannot_be_published_goes_out_later() {
     assert_eq!(alerts.len(), 1, "{alerts:#?}\n{}", agent.logs());
     let body = alerts[0]["Message"].as_str().expect("body");
     assert!(body.contains("no new secret arrived"), "{body}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !outbox().is_null() {
-        assert!(Instant::now() < deadline, "the outbox keeps {}", outbox());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    eventually(
+        30,
+        || async { outbox().is_null().then_some(()) },
+        || format!("the outbox keeps {}", outbox()),
+    )
+    .await;
     assert_eq!(a.app.calls().len(), 1, "{:?}", a.app.calls());
     assert_eq!(a.published("ALERT", 2, 3).await.len(), 1, "one alert");
 }

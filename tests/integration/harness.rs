@@ -237,6 +237,28 @@ format = "text"
 
 /// The agent binary with a clean environment: static AWS test keys, no instance metadata
 /// lookups (nothing may leave loopback), no inherited LWA_AGENT_* overrides.
+/// Asks `check` every 200 ms until it answers `Some`, for at most `secs`, then fails with
+/// `why()`, which says what was seen instead. Every wait of the tests is one of these.
+pub async fn eventually<T, Fut>(
+    secs: u64,
+    mut check: impl FnMut() -> Fut,
+    why: impl FnOnce() -> String,
+) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        if Instant::now() >= deadline {
+            panic!("{}", why());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub fn agent_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lwa-agent"));
     cmd.env_clear()
@@ -285,6 +307,16 @@ impl AgentProc {
 
     pub fn logs(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().expect("log lock")).into_owned()
+    }
+
+    /// Waits until the agent's log has `needle`; returns the log then.
+    pub async fn wait_log(&self, needle: &str, secs: u64) -> String {
+        eventually(
+            secs,
+            || async { Some(self.logs()).filter(|l| l.contains(needle)) },
+            || format!("no `{needle}` in the log in {secs}s:\n{}", self.logs()),
+        )
+        .await
     }
 
     pub async fn wait_listening(&self) {

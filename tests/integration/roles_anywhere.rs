@@ -341,13 +341,16 @@ async fn config_check_and_start_refuse_bad_certificates_and_keys() {
 
     // systemd credentials: a note without $CREDENTIALS_DIRECTORY, checked with it, and the
     // daemon refuses to start without it.
+    // Names the packaged units do not hand over: run by root outside the units, those
+    // (`rolesanywhere-cert`, …) are read where the units load them from, under
+    // /etc/lwa-agent/pki, which the packaging tests own.
     let creds = w.dir.path().join("credentials");
     std::fs::create_dir(&creds).expect("mkdir");
-    std::fs::copy(&files.cert, creds.join("rolesanywhere-cert")).expect("copy");
-    std::fs::copy(&files.key, creds.join("rolesanywhere-key")).expect("copy");
+    std::fs::copy(&files.cert, creds.join("site-cert")).expect("copy");
+    std::fs::copy(&files.key, creds.join("site-key")).expect("copy");
     let systemd = pki::Files {
-        cert: "%d/rolesanywhere-cert".into(),
-        key: "%d/rolesanywhere-key".into(),
+        cert: "%d/site-cert".into(),
+        key: "%d/site-key".into(),
         chain: None,
     };
     let systemd_config = write("systemd.toml", &systemd);

@@ -124,8 +124,8 @@ const NO_POLICIES: &str = "[{}]";
 /// secret (or warn of that) at the old secret's date, so they are dropped. The others
 /// (`NoChangeNotification`, counted from the last change) are sent again.
 ///
-/// Both shapes (docs/testing.md, "moto") are read: AWS's JSON texts, and moto's Python repr, which is
-/// sent back as the JSON it stands for. A policy that cannot be read is kept by sending no
+/// Both shapes (docs/design.md, "Contracts") are read: AWS's JSON texts, and moto's Python
+/// repr, which is sent back as the JSON it stands for. A policy that cannot be read is kept by sending no
 /// policies at all, unless a dated one must go; then it is dropped too, and said so: a
 /// policy that would delete the new secret is the greater harm.
 fn policy_rewrite(policies: &[(Option<String>, Option<String>)]) -> PolicyRewrite {

@@ -1,6 +1,7 @@
 //! The one call of Amazon's Application Management API the agent makes:
-//! `rotateApplicationClientSecret` (docs/automatic-rotation.md). Amazon answers 204 with no body and delivers
-//! the new secret to the app's new-secret SQS queue; this client only asks.
+//! `rotateApplicationClientSecret` (docs/automatic-rotation.md). Amazon answers 204 with no
+//! body and delivers the new secret to the app's new-secret SQS queue; this client only
+//! asks.
 //!
 //! Invariant: the grantless access token goes into the `x-amz-access-token` header and
 //! nowhere else; errors carry Amazon's `errors[].message` texts (cleaned and capped), never

@@ -1,18 +1,21 @@
-//! Automatic client-secret rotation (docs/automatic-rotation.md): the agent asks Amazon's Application
-//! Management API for a new LWA client secret, receives it from SQS, proves it at LWA,
-//! writes it to SSM as `put-secret` does, and reports once.
+//! Automatic client-secret rotation (docs/automatic-rotation.md): the agent asks Amazon's
+//! Application Management API for a new LWA client secret, receives it from SQS, proves
+//! it at LWA, writes it to SSM as `put-secret` does, and reports once.
 //!
 //! Where each part is:
 //! - `request.rs`: a trigger (the rotation check's age test, an expiry notification,
-//!   `lwa-agent rotate`) asks Amazon: fleet marker → grantless token → rotate call.
+//!   `lwa-agent rotate`) asks Amazon: fleet marker → grantless token → rotate call
+//!   (`app_management.rs`, the SP-API client).
 //! - `complete.rs`: what happens when a message arrives on a rotation queue, and the whole
 //!   new-secret path: match → prove → write → reload → delete → report.
 //! - `listener.rs`: the daemon's long polls on the queues, and what becomes of a rotation
 //!   whose secret never came.
 //! - `machine.rs`: every decision, pure; `notification.rs`: the message bodies;
-//!   `apps.rs`: credentials grouped by client id; `text.rs`: the SNS texts; `work.rs`: a
-//!   message being worked on (newest receipt, kept invisible); `rotation::fleet`: what
-//!   the hosts share in SSM.
+//!   `apps.rs`: credentials grouped by client id; `work.rs`: a message being worked on
+//!   (newest receipt, kept invisible); `outbox.rs`: alerts to send again;
+//!   `fleet_records.rs`: this host's reads and writes of what the fleet shares
+//!   (`rotation::fleet` names them); `settle.rs`: `rotate --settle`. The SNS texts are
+//!   `rotation::texts::auto`'s.
 //!
 //! Invariants (each has an integration test):
 //! - the SQS message is deleted only after SSM holds the new secret, in every parameter

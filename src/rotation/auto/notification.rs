@@ -1,5 +1,6 @@
-//! The two SP-API notifications the automatic rotation reads from SQS (docs/automatic-rotation.md):
-//! `APPLICATION_OAUTH_CLIENT_NEW_SECRET` and `APPLICATION_OAUTH_CLIENT_SECRET_EXPIRY`.
+//! The two SP-API notifications the automatic rotation reads from SQS
+//! (docs/automatic-rotation.md): `APPLICATION_OAUTH_CLIENT_NEW_SECRET` and
+//! `APPLICATION_OAUTH_CLIENT_SECRET_EXPIRY`.
 //! Pure.
 //!
 //! Invariants: the new secret is moved into a `SecretString` as soon as it is parsed; the

@@ -13,19 +13,15 @@
 //!
 //! New secrets contain `CANARYSECRET`, so the tests' canary checks catch them anywhere.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
 use crate::lwa::FakeLwa;
+use crate::serve;
 
 pub const PATH: &str = "/applications/2023-11-30/clientSecret";
 pub const ROTATION_SCOPE: &str = "sellingpartnerapi::client_credential:rotation";
@@ -58,31 +54,22 @@ pub struct Call {
     pub old_secret_expires: Option<SystemTime>,
 }
 
-#[derive(Clone)]
-pub struct AppManagement {
-    pub addr: SocketAddr,
-    lwa: FakeLwa,
-    settings: Arc<Mutex<AppSettings>>,
-    calls: Arc<Mutex<Vec<Call>>>,
+serve::test_server!(
+    AppManagement,
+    AppSettings,
+    Log, lwa: FakeLwa
+);
+
+/// What the server received (read through the harness's `log()`).
+#[derive(Default)]
+pub struct Log {
+    calls: Vec<Call>,
     /// When the current window began (the last accepted call).
-    window_start: Arc<Mutex<Option<Instant>>>,
+    window_start: Option<Instant>,
 }
 
 fn errors(code: &str, message: &str) -> String {
     serde_json::json!({"errors": [{"code": code, "message": message, "details": ""}]}).to_string()
-}
-
-/// A random 64-bit number without a rand crate.
-/// A random number for names and tokens (no extra crate for it).
-pub(crate) fn random() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 /// Whole seconds, like Amazon's timestamps.
@@ -134,7 +121,7 @@ pub fn new_secret_notification_published(
             "applicationId": "amzn1.sp.solution.test",
             "subscriptionId": "subscription-new-secret",
             "publishTime": now,
-            "notificationId": format!("notification-{:016x}", random()),
+            "notificationId": format!("notification-{:016x}", serve::random()),
         },
     })
     .to_string()
@@ -166,7 +153,7 @@ pub fn expiry_notification_published(
             "applicationId": "amzn1.sp.solution.test",
             "subscriptionId": "subscription-expiry",
             "publishTime": now,
-            "notificationId": format!("notification-{:016x}", random()),
+            "notificationId": format!("notification-{:016x}", serve::random()),
         },
     })
     .to_string()
@@ -216,20 +203,7 @@ impl AppManagement {
         lwa: FakeLwa,
         settings: AppSettings,
     ) -> std::io::Result<AppManagement> {
-        let listener = TcpListener::bind(addr).await?;
-        let app = AppManagement {
-            addr: listener.local_addr()?,
-            lwa,
-            settings: Arc::new(Mutex::new(settings)),
-            calls: Arc::default(),
-            window_start: Arc::default(),
-        };
-        let server = app.clone();
-        crate::serve::spawn(listener, move |req| {
-            let server = server.clone();
-            async move { server.answer(req).await }
-        });
-        Ok(app)
+        Self::bind(addr, settings, lwa).await
     }
 
     /// The `sp_api_endpoint` to configure.
@@ -237,12 +211,8 @@ impl AppManagement {
         format!("http://{}", self.addr)
     }
 
-    pub fn update(&self, f: impl FnOnce(&mut AppSettings)) {
-        f(&mut self.settings.lock().expect("settings lock"));
-    }
-
     pub fn calls(&self) -> Vec<Call> {
-        self.calls.lock().expect("calls lock").clone()
+        self.h.log().calls.clone()
     }
 
     /// Calls Amazon accepted (204).
@@ -255,17 +225,12 @@ impl AppManagement {
 
     /// Starts a rate window now, as if someone else had just rotated.
     pub fn mark_called_now(&self) {
-        *self.window_start.lock().expect("window lock") = Some(Instant::now());
+        self.h.log().window_start = Some(Instant::now());
     }
 
     async fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let settings = self.settings.lock().expect("settings lock").clone();
-        let token = req
-            .headers()
-            .get("x-amz-access-token")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let settings = self.h.settings();
+        let token = serve::header(&req, "x-amz-access-token");
         let (status, body) = if req.uri().path() != PATH {
             (404, errors("NotFound", "Resource not found."))
         } else if req.method() != hyper::Method::POST {
@@ -282,8 +247,11 @@ impl AppManagement {
                 ),
                 Some(issued) => {
                     let now = Instant::now();
-                    let mut window = self.window_start.lock().expect("window lock");
-                    if window.is_some_and(|t| now.duration_since(t) < settings.window) {
+                    let mut log = self.h.log();
+                    if log
+                        .window_start
+                        .is_some_and(|t| now.duration_since(t) < settings.window)
+                    {
                         (
                             429,
                             errors(
@@ -292,11 +260,12 @@ impl AppManagement {
                             ),
                         )
                     } else {
-                        *window = Some(now);
-                        drop(window);
-                        let secret = format!("amzn1.oa2-cs.v1.CANARYSECRETNEW{:016x}", random());
+                        log.window_start = Some(now);
+                        drop(log);
+                        let secret =
+                            format!("amzn1.oa2-cs.v1.CANARYSECRETNEW{:016x}", serve::random());
                         let old_expires = self.rotate(&settings, &issued, &secret);
-                        self.calls.lock().expect("calls lock").push(Call {
+                        self.h.log().calls.push(Call {
                             at: now,
                             status: 204,
                             new_secret: Some(secret),
@@ -307,7 +276,7 @@ impl AppManagement {
                 }
             }
         };
-        self.calls.lock().expect("calls lock").push(Call {
+        self.h.log().calls.push(Call {
             at: Instant::now(),
             status,
             new_secret: None,

@@ -6,14 +6,13 @@
 //!
 //! Point the SDK here with `AWS_EC2_METADATA_SERVICE_ENDPOINT` and `AWS_ENDPOINT_URL_SSO`.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use tokio::net::TcpListener;
+
+use crate::serve;
 
 /// The instance role's name, as IMDS lists it.
 pub const ROLE: &str = "lwa-agent-instance-role";
@@ -35,30 +34,19 @@ pub struct Call {
     pub status: u16,
 }
 
-#[derive(Clone)]
-pub struct AwsIdentity {
-    pub addr: SocketAddr,
-    settings: Arc<Mutex<Settings>>,
-    calls: Arc<Mutex<Vec<Call>>>,
+serve::test_server!(AwsIdentity, Settings, Log);
+
+/// What the server received (read through the harness's `log()`).
+#[derive(Default)]
+pub struct Log {
+    calls: Vec<Call>,
     /// IMDSv2 session tokens handed out.
-    sessions: Arc<Mutex<Vec<String>>>,
+    sessions: Vec<String>,
 }
 
 impl AwsIdentity {
     pub async fn start(settings: Settings) -> std::io::Result<AwsIdentity> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let me = AwsIdentity {
-            addr: listener.local_addr()?,
-            settings: Arc::new(Mutex::new(settings)),
-            calls: Arc::default(),
-            sessions: Arc::default(),
-        };
-        let server = me.clone();
-        crate::serve::spawn(listener, move |req| {
-            let server = server.clone();
-            async move { server.answer(req) }
-        });
-        Ok(me)
+        Self::bind("127.0.0.1:0", settings).await
     }
 
     pub fn url(&self) -> String {
@@ -66,7 +54,7 @@ impl AwsIdentity {
     }
 
     pub fn calls(&self) -> Vec<Call> {
-        self.calls.lock().expect("calls lock").clone()
+        self.h.log().calls.clone()
     }
 
     /// Whether the instance role's credentials were handed out (with a valid session).
@@ -83,9 +71,9 @@ impl AwsIdentity {
             .any(|c| c.path.starts_with("/federation/credentials") && c.status == 200)
     }
 
-    fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         let (status, body, ttl) = self.route(&req);
-        self.calls.lock().expect("calls lock").push(Call {
+        self.h.log().calls.push(Call {
             method: req.method().to_string(),
             path: req
                 .uri()
@@ -132,13 +120,13 @@ impl AwsIdentity {
             {
                 return (400, "IMDSv2 wants PUT with a TTL header".into());
             }
-            let token = format!("imds-session-{:016x}", crate::app_management::random());
-            self.sessions.lock().expect("sessions").push(token.clone());
+            let token = format!("imds-session-{:016x}", serve::random());
+            self.h.log().sessions.push(token.clone());
             return (200, token);
         }
         if let Some(rest) = path.strip_prefix("/latest/meta-data/iam/security-credentials/") {
             let token = header("x-aws-ec2-metadata-token");
-            if !self.sessions.lock().expect("sessions").contains(&token) {
+            if !self.h.log().sessions.contains(&token) {
                 return (401, String::new());
             }
             return match rest {
@@ -148,7 +136,7 @@ impl AwsIdentity {
             };
         }
         if path == "/federation/credentials" {
-            let s = self.settings.lock().expect("settings").clone();
+            let s = self.h.settings();
             let query: Vec<(String, String)> =
                 form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
                     .into_owned()

@@ -6,14 +6,13 @@
 //! lifetimes, throttle, fail with 5xx, hang, or delay. It counts and records every call.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use tokio::net::TcpListener;
+
+use crate::serve;
 
 /// What the endpoint does with the next requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,19 +57,15 @@ pub struct Issued {
     pub client_secret: String,
 }
 
+/// What the server received (read through the harness's `log()`).
 #[derive(Default)]
-struct Log {
+pub struct Log {
     received: Vec<Received>,
     issued: u64,
     tokens: HashMap<String, Issued>,
 }
 
-#[derive(Clone)]
-pub struct FakeLwa {
-    pub addr: SocketAddr,
-    settings: Arc<Mutex<Settings>>,
-    log: Arc<Mutex<Log>>,
-}
+serve::test_server!(FakeLwa, Settings, Log);
 
 impl FakeLwa {
     /// Starts the endpoint on an ephemeral loopback port, on the current tokio runtime.
@@ -79,54 +74,34 @@ impl FakeLwa {
     }
 
     pub async fn start_on(addr: &str, settings: Settings) -> std::io::Result<FakeLwa> {
-        let listener = TcpListener::bind(addr).await?;
-        let lwa = FakeLwa {
-            addr: listener.local_addr()?,
-            settings: Arc::new(Mutex::new(settings)),
-            log: Arc::new(Mutex::new(Log::default())),
-        };
-        let server = lwa.clone();
-        crate::serve::spawn(listener, move |req| {
-            let server = server.clone();
-            async move { server.answer(req).await }
-        });
-        Ok(lwa)
+        Self::bind(addr, settings).await
     }
 
     pub fn url(&self) -> String {
         format!("http://{}/auth/o2/token", self.addr)
     }
 
-    pub fn update(&self, f: impl FnOnce(&mut Settings)) {
-        f(&mut self.settings.lock().expect("settings lock"));
-    }
-
     /// Requests received so far (including refused ones).
     pub fn calls(&self) -> usize {
-        self.log.lock().expect("log lock").received.len()
+        self.h.log().received.len()
     }
 
     /// Tokens issued so far.
     pub fn issued(&self) -> u64 {
-        self.log.lock().expect("log lock").issued
+        self.h.log().issued
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.log.lock().expect("log lock").received.clone()
+        self.h.log().received.clone()
     }
 
     /// What `access_token` was issued for, if this endpoint issued it.
     pub fn issued_for(&self, access_token: &str) -> Option<Issued> {
-        self.log
-            .lock()
-            .expect("log lock")
-            .tokens
-            .get(access_token)
-            .cloned()
+        self.h.log().tokens.get(access_token).cloned()
     }
 
     async fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let settings = self.settings.lock().expect("settings lock").clone();
+        let settings = self.h.settings();
         if settings.mode == Mode::Hang {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
@@ -135,18 +110,8 @@ impl FakeLwa {
         }
         let path_ok = req.uri().path() == "/auth/o2/token";
         let method_ok = req.method() == hyper::Method::POST;
-        let content_type = req
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let content_type = serve::header(&req, "content-type");
+        let body = serve::body(req).await;
         let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
         let (status, json) = if !path_ok {
             (404, serde_json::json!({"error": "not_found"}))
@@ -157,7 +122,7 @@ impl FakeLwa {
         } else {
             self.decide(&settings, &content_type, &form)
         };
-        self.log.lock().expect("log lock").received.push(Received {
+        self.h.log().received.push(Received {
             content_type,
             form,
             status,
@@ -225,7 +190,7 @@ impl FakeLwa {
             }
         }
         let token = {
-            let mut log = self.log.lock().expect("log lock");
+            let mut log = self.h.log();
             log.issued += 1;
             let token = format!("Atza|test-token-{}", log.issued);
             log.tokens.insert(

@@ -13,19 +13,18 @@
 //! It then issues session credentials (moto accepts any key), with a lifetime a test can
 //! shorten, or answers 403 / 400 / 429 / 500 when switched to. It counts and records calls.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 use x509_parser::time::ASN1Time;
+
+use crate::serve;
 
 /// Parts of every issued secret key and session token: a test that finds these in a log or
 /// an answer has found a leak.
@@ -94,34 +93,19 @@ pub struct Issued {
     pub expiration: String,
 }
 
+/// What the server received (read through the harness's `log()`).
 #[derive(Default)]
-struct Log {
+pub struct Log {
     received: Vec<Received>,
     issued: Vec<Issued>,
 }
 
-#[derive(Clone)]
-pub struct FakeRolesAnywhere {
-    pub addr: SocketAddr,
-    settings: Arc<Mutex<Settings>>,
-    log: Arc<Mutex<Log>>,
-}
+serve::test_server!(FakeRolesAnywhere, Settings, Log);
 
 impl FakeRolesAnywhere {
     /// Starts on an ephemeral loopback port, on the current tokio runtime.
     pub async fn start(settings: Settings) -> std::io::Result<FakeRolesAnywhere> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let server = FakeRolesAnywhere {
-            addr: listener.local_addr()?,
-            settings: Arc::new(Mutex::new(settings)),
-            log: Arc::new(Mutex::new(Log::default())),
-        };
-        let s = server.clone();
-        crate::serve::spawn(listener, move |req| {
-            let s = s.clone();
-            async move { s.answer(req).await }
-        });
-        Ok(server)
+        Self::bind("127.0.0.1:0", settings).await
     }
 
     /// The endpoint URL for `aws.roles_anywhere.endpoint_url`.
@@ -129,20 +113,16 @@ impl FakeRolesAnywhere {
         format!("http://{}", self.addr)
     }
 
-    pub fn update(&self, f: impl FnOnce(&mut Settings)) {
-        f(&mut self.settings.lock().expect("settings lock"));
-    }
-
     pub fn calls(&self) -> usize {
-        self.log.lock().expect("log lock").received.len()
+        self.h.log().received.len()
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.log.lock().expect("log lock").received.clone()
+        self.h.log().received.clone()
     }
 
     pub fn issued(&self) -> Vec<Issued> {
-        self.log.lock().expect("log lock").issued.clone()
+        self.h.log().issued.clone()
     }
 
     /// Panics unless every request so far passed verification.
@@ -157,7 +137,7 @@ impl FakeRolesAnywhere {
     }
 
     async fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let settings = self.settings.lock().expect("settings lock").clone();
+        let settings = self.h.settings();
         let method = req.method().as_str().to_string();
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
@@ -166,12 +146,7 @@ impl FakeRolesAnywhere {
             let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
             headers.push((name.as_str().to_string(), value));
         }
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = serve::body(req).await;
 
         let verdict = verify(
             &method,
@@ -215,7 +190,7 @@ impl FakeRolesAnywhere {
             ),
             (Ok(v), Mode::Normal) => (201, None, self.issue(v, &settings)),
         };
-        self.log.lock().expect("log lock").received.push(Received {
+        self.h.log().received.push(Received {
             status,
             rejection: verdict.as_ref().err().map(|r| r.to_string()),
             verified: verdict.ok(),
@@ -250,18 +225,14 @@ impl FakeRolesAnywhere {
             .expect("zero nanoseconds")
             .format(&time::format_description::well_known::Rfc3339)
             .expect("RFC 3339");
-        let n: u64 = rand_u64();
+        let n: u64 = serve::random();
         let issued = Issued {
             access_key_id: format!("ASIA{:016X}", n),
             secret_access_key: format!("{SECRET_CANARY}{n:016x}"),
             session_token: format!("{TOKEN_CANARY}{n:016x}{}", "x".repeat(64)),
             expiration: expiration.clone(),
         };
-        self.log
-            .lock()
-            .expect("log lock")
-            .issued
-            .push(issued.clone());
+        self.h.log().issued.push(issued.clone());
         let role = v.body["roleArn"].as_str().unwrap_or("");
         serde_json::json!({
             "credentialSet": [{
@@ -282,18 +253,6 @@ impl FakeRolesAnywhere {
             "subjectArn": format!("arn:aws:rolesanywhere:{}:123456789012:subject/{}", v.region, v.serial),
         })
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 /// Why a request was refused.
