@@ -77,36 +77,33 @@ pub async fn list(
     client: &aws_sdk_ssm::Client,
     path: &str,
 ) -> Result<Vec<(String, String)>, String> {
+    // The SDK's paginator follows NextToken (and stops on an empty one, as moto sends).
+    let mut pages = client
+        .get_parameters_by_path()
+        .path(path)
+        .recursive(false)
+        .into_paginator()
+        .send();
     let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = client
-            .get_parameters_by_path()
-            .path(path)
-            .recursive(false)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| {
-                error::describe(
-                    &e,
-                    &error::Call {
-                        what: &format!("SSM GetParametersByPath under {path}"),
-                        permission: "ssm:GetParametersByPath on rotation.fleet_lock_prefix",
-                    },
-                )
-                .line
-            })?;
-        for p in page.parameters.unwrap_or_default() {
-            if let (Some(name), Some(value)) = (p.name, p.value) {
-                out.push((name, value));
-            }
-        }
-        match page.next_token {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => return Ok(out),
-        }
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            error::describe(
+                &e,
+                &error::Call {
+                    what: &format!("SSM GetParametersByPath under {path}"),
+                    permission: "ssm:GetParametersByPath on rotation.fleet_lock_prefix",
+                },
+            )
+            .line
+        })?;
+        out.extend(
+            page.parameters
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| Some((p.name?, p.value?))),
+        );
     }
+    Ok(out)
 }
 
 /// Removes a marker again (a step that failed gives its turn back).

@@ -168,48 +168,46 @@ pub async fn describe(
             .set_values(Some(chunk.to_vec()))
             .build()
             .map_err(|e| format!("cannot build the DescribeParameters filter: {e}"))?;
-        let mut token: Option<String> = None;
-        loop {
+        let mut pages = client
+            .describe_parameters()
+            .parameter_filters(filter)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
             calls += 1;
-            let page = client
-                .describe_parameters()
-                .parameter_filters(filter.clone())
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| {
-                    error::describe(
-                        &e,
-                        &error::Call {
-                            what: "SSM DescribeParameters",
-                            permission: "ssm:DescribeParameters",
-                        },
-                    )
-                    .line
-                })?;
-            for p in page.parameters.unwrap_or_default() {
-                let Some(name) = p.name else { continue };
-                out.push(Metadata {
-                    name,
-                    version: p.version,
-                    last_modified: p
-                        .last_modified_date
-                        .and_then(|d| SystemTime::try_from(d).ok()),
-                    key_id: p.key_id,
-                    tier: p.tier.map(|t| t.as_str().to_string()),
-                    description: p.description,
-                    policies: p
-                        .policies
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|pol| (pol.policy_type, pol.policy_text))
-                        .collect(),
-                });
-            }
-            match page.next_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
-            }
+            let page = page.map_err(|e| {
+                error::describe(
+                    &e,
+                    &error::Call {
+                        what: "SSM DescribeParameters",
+                        permission: "ssm:DescribeParameters",
+                    },
+                )
+                .line
+            })?;
+            out.extend(
+                page.parameters
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|p| {
+                        Some(Metadata {
+                            name: p.name?,
+                            version: p.version,
+                            last_modified: p
+                                .last_modified_date
+                                .and_then(|d| SystemTime::try_from(d).ok()),
+                            key_id: p.key_id,
+                            tier: p.tier.map(|t| t.as_str().to_string()),
+                            description: p.description,
+                            policies: p
+                                .policies
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|pol| (pol.policy_type, pol.policy_text))
+                                .collect(),
+                        })
+                    }),
+            );
         }
     }
     Ok((out, calls))

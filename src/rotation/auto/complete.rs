@@ -695,12 +695,7 @@ impl Rotator {
             "LWA rejected the new secret from message {}: {error}",
             work.id
         );
-        self.record(&app.credentials, move |r| {
-            r.outcome = outcome::FAILED.into();
-            r.needs_attention = true;
-            r.error = Some(recorded.clone());
-        })
-        .await;
+        self.record_failed(&app.credentials, recorded).await;
         let action =
             format!(
             "Nothing was written: SSM still holds the current secret, which keeps working until \
@@ -749,12 +744,7 @@ impl Rotator {
             "cannot write the new secret from message {} to {parameter}: {error}",
             work.id
         );
-        self.record(&app.credentials, move |r| {
-            r.outcome = outcome::FAILED.into();
-            r.needs_attention = true;
-            r.error = Some(recorded.clone());
-        })
-        .await;
+        self.record_failed(&app.credentials, recorded).await;
         let within = match (
             crate::aws::sqs::retention(&self.sqs, work.queue()).await,
             work.sent_at,

@@ -230,13 +230,8 @@ impl Rotator {
         );
         tracing::error!(credential = %credential, version, error = %error, "automatic rotation: gave up waiting for the new secret");
         self.count("secret_not_received");
-        let recorded = error.clone();
-        self.record(&[credential.to_string()], move |r| {
-            r.outcome = outcome::FAILED.into();
-            r.needs_attention = true;
-            r.error = Some(recorded.clone());
-        })
-        .await;
+        self.record_failed(&[credential.to_string()], error.clone())
+            .await;
         let scope = self.scope(app);
         let replacing = record
             .replacing

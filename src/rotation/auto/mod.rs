@@ -300,6 +300,16 @@ impl Rotator {
         }
     }
 
+    /// Records a failure that needs a person (`error` says what and why).
+    async fn record_failed(&self, credentials: &[String], error: String) {
+        self.record(credentials, move |r| {
+            r.outcome = machine::outcome::FAILED.into();
+            r.needs_attention = true;
+            r.error = Some(error.clone());
+        })
+        .await;
+    }
+
     /// Every credential's last automatic rotation on this host. The state file is read
     /// again only when it changed (it is replaced as a whole on every write, by this or
     /// another process of the host).
