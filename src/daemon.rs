@@ -64,6 +64,8 @@ pub async fn run(config: Config) -> Result<(), String> {
                 .run(lwa.clone(), params.clone(), timing, metrics.clone()),
         );
     }
+    let certificate_expiry = aws_source.certificate_expiry();
+    let about = About::now(config.file.clone(), config.aws.region.clone(), aws_source);
     // Beside the token core: the rotation check and the automatic rotation, which the
     // core knows only as a view for status and metrics.
     let rotation = Rotation::start(
@@ -72,10 +74,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         lwa,
         params.clone(),
         metrics.clone(),
-        aws_source.certificate_expiry(),
+        certificate_expiry,
     )
     .await?;
-    let about = About::now(config.file.clone(), config.aws.region.clone(), aws_source);
     let agent = Arc::new(Agent::new(
         about,
         params,

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
@@ -20,6 +20,9 @@ use crate::status::{Document, View};
 
 pub struct Rotation {
     config: RotationConfig,
+    /// The credentials' names: each gets its `auto_rotation` record in status (null when
+    /// there is none).
+    credentials: Vec<String>,
     params: Arc<ParameterStore>,
     /// The scheduled checks' last outcome.
     check: SharedStatus,
@@ -76,6 +79,7 @@ impl Rotation {
         };
         Ok(Arc::new(Rotation {
             config: config.rotation.clone(),
+            credentials: config.credentials.iter().map(|c| c.name.clone()).collect(),
             params,
             check,
             auto,
@@ -142,9 +146,10 @@ impl View for Rotation {
         {
             let snap = self.params.snapshot();
             for (name, p) in &snap.values {
+                // Whole seconds, as `age_seconds` shows it.
                 let age = p
                     .last_modified
-                    .map(|t| now.duration_since(t).unwrap_or_default());
+                    .map(|t| Duration::from_secs(now.duration_since(t).map_or(0, |d| d.as_secs())));
                 let state = match age.map(|a| age_of(&self.config, a)) {
                     Some(Age::Expired) => "expired",
                     Some(Age::Warn) => "warn",
@@ -154,10 +159,9 @@ impl View for Rotation {
                 doc.parameter_field(name, "state", state.into());
             }
         }
-        if let Some(auto) = &self.auto {
-            for (credential, record) in auto.records() {
-                doc.credential_field(&credential, "auto_rotation", json!(record));
-            }
+        let records = self.auto.as_ref().map(|a| a.records()).unwrap_or_default();
+        for credential in &self.credentials {
+            doc.credential_field(credential, "auto_rotation", json!(records.get(credential)));
         }
         let section = match self.check.lock() {
             Ok(s) => json!({

@@ -17,4 +17,5 @@ mod requests;
 mod roles_anywhere;
 mod rotation;
 mod setup;
+mod status;
 mod tokens;

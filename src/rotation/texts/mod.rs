@@ -9,8 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::decide::Age;
 
-/// SNS takes subjects of "less than 100 characters" on one line (its API reference), one
-/// below the 100 that SNS documents: AWS's limit wins.
+/// SNS takes subjects of "less than 100 characters" on one line (its API reference): 99.
 pub const MAX_SUBJECT: usize = 99;
 /// One SMS segment.
 pub const MAX_SMS: usize = 140;
