@@ -200,19 +200,7 @@ impl Auto {
 
     /// The client secret in SSM: (value, version).
     async fn secret(&self) -> (String, i64) {
-        let p = self
-            .w
-            .ssm()
-            .await
-            .get_parameter()
-            .name(SECRET_PARAM)
-            .with_decryption(true)
-            .send()
-            .await
-            .expect("get")
-            .parameter
-            .expect("parameter");
-        (p.value.unwrap_or_default(), p.version)
+        self.w.read(SECRET_PARAM).await
     }
 
     /// Waits until SSM holds version `version` of the client secret; returns its value.
@@ -692,20 +680,9 @@ async fn two_hosts_with_differently_named_parameters_make_one_call_and_both_get_
     let new = a.new_secret();
     assert_eq!(written, new);
     // Whichever host completed the message wrote both hosts' parameters.
-    let ssm = a.w.ssm().await;
     eventually(
         30,
-        || async {
-            let p = ssm
-                .get_parameter()
-                .name(TEST_SECRET_PARAM)
-                .with_decryption(true)
-                .send()
-                .await
-                .expect("get")
-                .parameter?;
-            (p.value.as_deref() == Some(new.as_str())).then_some(())
-        },
+        || async { (a.w.read(TEST_SECRET_PARAM).await.0 == new).then_some(()) },
         || {
             format!(
                 "{TEST_SECRET_PARAM} never got the new secret\nA:\n{}\nB:\n{}",

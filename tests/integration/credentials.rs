@@ -136,18 +136,7 @@ async fn an_sso_profile_works_for_the_administrators_commands() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let stored = w
-        .ssm()
-        .await
-        .get_parameter()
-        .name(SECRET_PARAM)
-        .with_decryption(true)
-        .send()
-        .await
-        .expect("get")
-        .parameter
-        .and_then(|p| p.value);
-    assert_eq!(stored.as_deref(), Some(new.as_str()));
+    assert_eq!(w.read(SECRET_PARAM).await.0, new);
     for text in [stdout, stderr] {
         w.canaries.assert_absent("doctor", &text);
         assert!(!text.contains(SSO_TOKEN));

@@ -155,6 +155,27 @@ impl World {
             .version
     }
 
+    /// A parameter's decrypted value and version, as SSM holds it now.
+    pub async fn read(&self, name: &str) -> (String, i64) {
+        let p = self
+            .ssm()
+            .await
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "reading {name}: {}",
+                    aws_sdk_ssm::error::DisplayErrorContext(e)
+                )
+            })
+            .parameter
+            .unwrap_or_else(|| panic!("SSM answered no parameter for {name}"));
+        (p.value.unwrap_or_default(), p.version)
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("agent.sock")
     }

@@ -371,21 +371,6 @@ fn put_secret(w: &World, config: &Path, value: &str, field: &str) -> Output {
     child.wait_with_output().expect("put-secret finishes")
 }
 
-async fn current(w: &World, name: &str) -> (String, i64) {
-    let p = w
-        .ssm()
-        .await
-        .get_parameter()
-        .name(name)
-        .with_decryption(true)
-        .send()
-        .await
-        .expect("get")
-        .parameter
-        .expect("parameter");
-    (p.value.unwrap_or_default(), p.version)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_secret_proves_writes_reloads_and_switches_the_running_agent() {
     let w = World::new().await;
@@ -398,7 +383,7 @@ async fn put_secret_proves_writes_reloads_and_switches_the_running_agent() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing was written"), "{err}");
-    assert_eq!(current(&w, SECRET_PARAM).await.1, 1);
+    assert_eq!(w.read(SECRET_PARAM).await.1, 1);
 
     // A value LWA accepts (the new secret, as after "generate new secret" in Seller Central).
     let new_secret = format!("{}-NEW", w.canaries.client_secret);
@@ -431,7 +416,7 @@ async fn put_secret_proves_writes_reloads_and_switches_the_running_agent() {
         "put-secret output",
         &format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
     );
-    assert_eq!(current(&w, SECRET_PARAM).await, (new_secret.clone(), 2));
+    assert_eq!(w.read(SECRET_PARAM).await, (new_secret.clone(), 2));
     let last = w.lwa.received().into_iter().last().expect("an exchange");
     assert_eq!(
         last.form["client_secret"], new_secret,
@@ -483,7 +468,7 @@ async fn put_secret_keeps_lasting_policies_and_drops_the_old_secrets_dated_ones(
         assert!(stdout.contains(needle), "{needle} missing from {stdout}");
     }
     assert!(!stdout.contains("NoChangeNotification"), "{stdout}");
-    assert_eq!(current(&w, SECRET_PARAM).await, (new_secret, 3));
+    assert_eq!(w.read(SECRET_PARAM).await, (new_secret, 3));
     let described = w
         .ssm()
         .await

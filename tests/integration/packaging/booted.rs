@@ -152,6 +152,36 @@ impl Booted {
         }
     }
 
+    /// Waits until lwa-agent.service is active again under a main PID other than `old`.
+    fn wait_restarted(&self, what: &str, old: u32) {
+        self.wait(what, 30, || {
+            let now = self.main_pid();
+            now != 0 && now != old && self.show("lwa-agent.service", "ActiveState") == "active"
+        });
+    }
+
+    /// The watchdog: a stopped (wedged) agent is killed and restarted. WatchdogSec= is
+    /// shortened by a drop-in only so the test does not wait 30 s.
+    fn wait_watchdog_restart(&self) {
+        self.drop_in(
+            "lwa-agent.service",
+            "watchdog",
+            "[Service]\nWatchdogSec=3s\n",
+        );
+        self.systemctl_ok(&["restart", "lwa-agent.service"]);
+        let pid = self.main_pid();
+        let restarts = || -> u32 {
+            self.show("lwa-agent.service", "NRestarts")
+                .parse()
+                .unwrap_or(0)
+        };
+        let before = restarts();
+        self.sh(&format!("kill -STOP {pid}"));
+        self.wait("the watchdog restart", 40, || {
+            restarts() > before && self.show("lwa-agent.service", "ActiveState") == "active"
+        });
+    }
+
     pub(super) fn journal(&self, args: &[&str]) -> String {
         let mut cmd = self.command("journalctl");
         // This boot's journal only (see BOOT).
@@ -476,10 +506,7 @@ async fn the_packaged_units_under_a_real_systemd() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let renewed = RolesAnywhereHost::renew(&ra, w.dir.path());
     PkiDir::replace(&renewed);
-    sd.wait("the agent restarted for the new certificate", 30, || {
-        let now = sd.main_pid();
-        now != 0 && now != pid && sd.show("lwa-agent.service", "ActiveState") == "active"
-    });
+    sd.wait_restarted("the agent restarted for the new certificate", pid);
     tokio::time::sleep(Duration::from_millis(500)).await;
     clients.finish("a certificate renewal").await;
     let pid = sd.main_pid();
@@ -490,35 +517,12 @@ async fn the_packaged_units_under_a_real_systemd() {
     let clients = ClientLoop::start(sd.socket(), 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
     sd.install_deb(&upgrade.deb);
-    sd.wait("the agent restarted by the upgrade", 30, || {
-        let now = sd.main_pid();
-        now != 0 && now != pid && sd.show("lwa-agent.service", "ActiveState") == "active"
-    });
+    sd.wait_restarted("the agent restarted by the upgrade", pid);
     tokio::time::sleep(Duration::from_millis(500)).await;
     clients.finish("the package upgrade").await;
 
     step("watchdog");
-    // The watchdog: a stopped (wedged) agent is killed and restarted. WatchdogSec= is
-    // shortened by a drop-in only so the test does not wait 30 s.
-    sd.drop_in(
-        "lwa-agent.service",
-        "watchdog",
-        "[Service]\nWatchdogSec=3s\n",
-    );
-    sd.systemctl_ok(&["restart", "lwa-agent.service"]);
-    let pid = sd.main_pid();
-    let restarts: u32 = sd
-        .show("lwa-agent.service", "NRestarts")
-        .parse()
-        .expect("n");
-    sd.sh(&format!("kill -STOP {pid}"));
-    sd.wait("the watchdog restart", 40, || {
-        let n: u32 = sd
-            .show("lwa-agent.service", "NRestarts")
-            .parse()
-            .unwrap_or(0);
-        n > restarts && sd.show("lwa-agent.service", "ActiveState") == "active"
-    });
+    sd.wait_watchdog_restart();
     assert!(
         sd.journal(&["-u", "lwa-agent.service"])
             .contains("Watchdog timeout"),
@@ -618,10 +622,7 @@ async fn root_commands_fallback_credentials_timer_and_invalid_config_under_a_rea
     sd.sh(&format!(
         "for i in 1 2 3 4 5 6 7 8 9 10; do kill -SEGV {pid} 2>/dev/null || exit 0; sleep 0.2; done"
     ));
-    sd.wait("the agent's restart after SIGSEGV", 30, || {
-        let now = sd.main_pid();
-        now != 0 && now != pid && sd.show("lwa-agent.service", "ActiveState") == "active"
-    });
+    sd.wait_restarted("the agent's restart after SIGSEGV", pid);
     let said = sd.journal(&["-u", "lwa-agent.service"]);
     assert!(
         said.contains("code=killed, status=11/SEGV") && !said.contains("code=dumped"),
@@ -846,33 +847,12 @@ async fn the_package_as_an_older_systemd_runs_it(version: u32, old_kernel: bool)
     tokio::time::sleep(Duration::from_millis(300)).await;
     let renewed = ra.renew(w.dir.path());
     PkiDir::renew(&renewed, Renewal::WriteThenRename, true);
-    sd.wait("the agent restarted for the new certificate", 30, || {
-        let now = sd.main_pid();
-        now != 0 && now != pid && sd.show("lwa-agent.service", "ActiveState") == "active"
-    });
+    sd.wait_restarted("the agent restarted for the new certificate", pid);
     tokio::time::sleep(Duration::from_millis(500)).await;
     clients.finish("a certificate renewal").await;
 
     step("watchdog");
-    sd.drop_in(
-        "lwa-agent.service",
-        "watchdog",
-        "[Service]\nWatchdogSec=3s\n",
-    );
-    sd.systemctl_ok(&["restart", "lwa-agent.service"]);
-    let pid = sd.main_pid();
-    let restarts: u32 = sd
-        .show("lwa-agent.service", "NRestarts")
-        .parse()
-        .expect("n");
-    sd.sh(&format!("kill -STOP {pid}"));
-    sd.wait("the watchdog restart", 40, || {
-        let n: u32 = sd
-            .show("lwa-agent.service", "NRestarts")
-            .parse()
-            .unwrap_or(0);
-        n > restarts && sd.show("lwa-agent.service", "ActiveState") == "active"
-    });
+    sd.wait_watchdog_restart();
     assert_eq!(token(&sd.socket()).await, Ok(200));
 
     step("stop");
