@@ -152,6 +152,19 @@ impl Booted {
         }
     }
 
+    /// systemctl reload: ExecReload= signals the agent, which re-reads and stays up (the
+    /// same main PID) and serves a token afterwards.
+    async fn reload_keeps_serving(&self) {
+        let pid = self.main_pid();
+        self.systemctl_ok(&["reload", "lwa-agent.service"]);
+        self.wait("the reload in the journal", 20, || {
+            self.journal(&["-u", "lwa-agent.service"])
+                .contains("SIGHUP")
+        });
+        assert_eq!(self.main_pid(), pid, "a reload is not a restart");
+        assert_eq!(token(&self.socket()).await, Ok(200));
+    }
+
     /// Waits until lwa-agent.service is active again under a main PID other than `old`.
     fn wait_restarted(&self, what: &str, old: u32) {
         self.wait(what, 30, || {
@@ -458,13 +471,7 @@ async fn the_packaged_units_under_a_real_systemd() {
     assert!(proc_status.contains("\nNoNewPrivs:\t1"), "{proc_status}");
 
     step("reload");
-    // systemctl reload: ExecReload= signals the agent, which re-reads and stays up.
-    sd.systemctl_ok(&["reload", "lwa-agent.service"]);
-    sd.wait("the reload in the journal", 20, || {
-        sd.journal(&["-u", "lwa-agent.service"]).contains("SIGHUP")
-    });
-    assert_eq!(sd.main_pid(), pid, "a reload is not a restart");
-    assert_eq!(token(&sd.socket()).await, Ok(200));
+    sd.reload_keeps_serving().await;
 
     step("journal fields");
     // Journal fields under plain names (docs/systemd.md): what the README tells sysadmins to type.
@@ -824,13 +831,7 @@ async fn the_package_as_an_older_systemd_runs_it(version: u32, old_kernel: bool)
     assert_eq!((key.uid(), key.mode() & 0o777), (0, 0o600));
 
     step("reload");
-    let pid = sd.main_pid();
-    sd.systemctl_ok(&["reload", "lwa-agent.service"]);
-    sd.wait("the reload in the journal", 20, || {
-        sd.journal(&["-u", "lwa-agent.service"]).contains("SIGHUP")
-    });
-    assert_eq!(sd.main_pid(), pid, "a reload is not a restart");
-    assert_eq!(token(&sd.socket()).await, Ok(200));
+    sd.reload_keeps_serving().await;
 
     step("check service");
     sd.systemctl_ok(&["start", "lwa-agent-check.service"]);
@@ -843,6 +844,7 @@ async fn the_package_as_an_older_systemd_runs_it(version: u32, old_kernel: bool)
     );
 
     step("certificate renewal");
+    let pid = sd.main_pid();
     let clients = ClientLoop::start(sd.socket(), 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let renewed = ra.renew(w.dir.path());
