@@ -152,6 +152,19 @@ impl Booted {
         }
     }
 
+    /// The check service as the sandboxed user, with the service's credentials: it
+    /// succeeds and logs its rotation check.
+    fn check_service_succeeds(&self) {
+        self.systemctl_ok(&["start", "lwa-agent-check.service"]);
+        let journal = self.journal(&["-u", "lwa-agent-check.service"]);
+        assert_eq!(
+            self.show("lwa-agent-check.service", "Result"),
+            "success",
+            "{journal}"
+        );
+        assert!(journal.contains("rotation check at"), "{journal}");
+    }
+
     /// systemctl reload: ExecReload= signals the agent, which re-reads and stays up (the
     /// same main PID) and serves a token afterwards.
     async fn reload_keeps_serving(&self) {
@@ -485,15 +498,7 @@ async fn the_packaged_units_under_a_real_systemd() {
     assert!(!json.contains("\"F_"), "no prefixed fields: {json}");
 
     step("check service");
-    // The check service as the sandboxed user, with the same credentials.
-    sd.systemctl_ok(&["start", "lwa-agent-check.service"]);
-    assert_eq!(sd.show("lwa-agent-check.service", "Result"), "success");
-    assert!(
-        sd.journal(&["-u", "lwa-agent-check.service"])
-            .contains("rotation check at"),
-        "{}",
-        sd.journal(&["-u", "lwa-agent-check.service"])
-    );
+    sd.check_service_succeeds();
 
     // The rotation listener long-polls the queue (20 s waits) from inside the sandbox.
     let mut polled = false;
@@ -834,14 +839,7 @@ async fn the_package_as_an_older_systemd_runs_it(version: u32, old_kernel: bool)
     sd.reload_keeps_serving().await;
 
     step("check service");
-    sd.systemctl_ok(&["start", "lwa-agent-check.service"]);
-    assert_eq!(sd.show("lwa-agent-check.service", "Result"), "success");
-    assert!(
-        sd.journal(&["-u", "lwa-agent-check.service"])
-            .contains("rotation check at"),
-        "{}",
-        sd.journal(&["-u", "lwa-agent-check.service"])
-    );
+    sd.check_service_succeeds();
 
     step("certificate renewal");
     let pid = sd.main_pid();
