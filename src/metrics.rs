@@ -1,8 +1,8 @@
 //! Counters for `GET /metrics`, rendered in the Prometheus text exposition format 0.0.4.
 //!
 //! Written by hand on purpose: `prometheus-client` emits OpenMetrics (`# EOF`, different
-//! content type), not the classic text format the spec names, and the agent has a handful
-//! of fixed series. Gauges (seconds left, parameter age) are computed at scrape time from
+//! content type), not the classic text format `/metrics` promises (docs/clients.md), and
+//! the agent has a handful of fixed series. Gauges (seconds left, parameter age) are computed at scrape time from
 //! the agent's state, so nothing is updated on a timer.
 
 use std::collections::BTreeMap;

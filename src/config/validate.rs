@@ -666,7 +666,7 @@ mod tests {
     }
 
     #[test]
-    fn minimal_config_gets_spec_defaults() {
+    fn minimal_config_gets_the_documented_defaults() {
         let cfg = check(MINIMAL).expect("valid");
         assert_eq!(cfg.lwa.token_url, DEFAULT_TOKEN_URL);
         assert_eq!(cfg.lwa.refresh_before_expiry, Duration::from_secs(300));
@@ -817,7 +817,7 @@ mod tests {
         new_secret_queue_url = \"https://sqs.us-east-2.amazonaws.com/1/new\"\n";
 
     #[test]
-    fn auto_rotation_gets_spec_defaults() {
+    fn auto_rotation_gets_the_documented_defaults() {
         let cfg = check(&format!("{MINIMAL}{AUTO}")).expect("valid");
         let auto = cfg.rotation.auto_enabled().expect("enabled by default");
         assert_eq!(auto.rotate_after, Duration::from_secs(150 * 86400));

@@ -245,7 +245,7 @@ mod tests {
    "publishTime": "2026-05-01T10:00:01.000Z", "notificationId": "n-1"}}"#;
 
     #[test]
-    fn reads_the_new_secret_notification_of_spec_9() {
+    fn reads_amazons_new_secret_notification() {
         let Ok(Notification::NewSecret(n)) = parse(NEW) else {
             panic!("not a new-secret notification");
         };

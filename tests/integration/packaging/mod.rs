@@ -416,7 +416,7 @@ fn guides() -> Vec<String> {
     found
 }
 
-/// lwa-agent(8) and a page per (sub)command, as generate-assets names them.
+/// lwa-agent(8) and a page per (sub)command, as packaging/assets names them.
 fn man_pages() -> Vec<String> {
     use clap::CommandFactory;
     fn walk(cmd: &clap::Command, out: &mut Vec<String>) {

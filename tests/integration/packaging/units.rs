@@ -50,7 +50,7 @@ fn services_are_rated_at_most_1_5_by_systemd_analyze_security() {
 
 /// The settings docs/systemd.md names are where they belong.
 #[test]
-fn units_carry_the_settings_the_spec_names() {
+fn units_carry_the_settings_docs_systemd_md_names() {
     let dir = repo().join("systemd");
     let socket = parse_unit(&dir.join("lwa-agent.socket"));
     assert_eq!(
