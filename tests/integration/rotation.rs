@@ -498,3 +498,35 @@ async fn put_secret_keeps_lasting_policies_and_drops_the_old_secrets_dated_ones(
         "the tier is kept"
     );
 }
+
+/// `enabled = false` is how docs/automatic-rotation.md says to switch automatic rotation
+/// off, and `config check` needs no fleet prefix then: the daemon and `check` must run with
+/// such a config, reminders included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_rotation_switched_off_without_a_fleet_prefix_still_runs() {
+    let w = World::new().await;
+    let (topic, _queue) = w.topic_with_queue("rotation").await;
+    let config = w.config(
+        "",
+        &format!(
+            "{}[rotation.auto]\nenabled = false\nrotate_after = \"30m\"\n",
+            rotation(&topic, "")
+        ),
+    );
+    assert!(!config.contains("fleet_lock_prefix"), "{config}");
+    let state = w.dir.path().join("state");
+    let (out, report) = check(&w, &config, &state, &[]);
+    assert!(
+        out.status.success(),
+        "check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all(&report, "none"), "{report}");
+    let agent = w.agent(&config).await;
+    assert_eq!(agent.get("/v1/token").await.status, 200, "{}", agent.logs());
+    let status = agent.get("/v1/status").await.json();
+    assert!(
+        status["credentials"]["default"]["auto_rotation"].is_null(),
+        "{status}"
+    );
+}

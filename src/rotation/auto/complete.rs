@@ -412,7 +412,7 @@ impl Rotator {
             if let std::collections::hash_map::Entry::Vacant(slot) = origins.entry(fp) {
                 let published = self
                     .origin(&scope, slot.key())
-                    .await
+                    .await?
                     .and_then(|o| o.published_at());
                 slot.insert(published);
             }

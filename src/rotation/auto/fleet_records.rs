@@ -31,15 +31,17 @@ pub(super) struct Targets {
 }
 
 impl Rotator {
-    /// Where the secret `fingerprint` came from, when the fleet has a record of it.
-    pub(super) async fn origin(&self, scope: &AppScope, fingerprint: &str) -> Option<Origin> {
-        match markers::get(&self.ssm, &scope.origin(fingerprint)).await {
-            Ok(record) => record.as_deref().and_then(Origin::parse),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read where the current secret came from; going by SSM's write time");
-                None
-            }
-        }
+    /// Where the secret `fingerprint` came from, when the fleet has a record of it. A
+    /// failed read is an error, never "no record": a secret from a notification would
+    /// otherwise look stored by a person (a false conflict) or not yet replaced (a second
+    /// rotation), so callers try again later.
+    pub(super) async fn origin(
+        &self,
+        scope: &AppScope,
+        fingerprint: &str,
+    ) -> Result<Option<Origin>, String> {
+        let record = markers::get(&self.ssm, &scope.origin(fingerprint)).await?;
+        Ok(record.as_deref().and_then(Origin::parse))
     }
 
     /// Records where the secret with `fingerprint` comes from. Set before the secret is

@@ -161,10 +161,16 @@ impl Rotator {
             ) else {
                 continue;
             };
-            let from_notification = self
+            let from_notification = match self
                 .origin(&self.scope(app), &fleet::fingerprint(&current.value))
                 .await
-                .is_some_and(|o| o.from_notification());
+            {
+                Ok(origin) => origin.is_some_and(|o| o.from_notification()),
+                Err(e) => {
+                    tracing::debug!(credential = %credential, error = %e, "cannot read where the current secret came from; looking again next round");
+                    continue;
+                }
+            };
             match machine::reconcile(&record, current.version, from_notification, now) {
                 Waiting::Still => {}
                 Waiting::Rotated { version } => {

@@ -148,7 +148,9 @@ fn cached_records(
 }
 
 impl Rotator {
-    /// `None` when the config has no `[rotation.auto]` table.
+    /// `None` when the config has no `[rotation.auto]` table, or has it switched off
+    /// without a `rotation.fleet_lock_prefix` (nothing to register under, and `config
+    /// check` accepts that config, so the daemon must run with it).
     pub fn new(
         config: &Config,
         sdk: &aws_config::SdkConfig,
@@ -160,6 +162,9 @@ impl Rotator {
             return Ok(None);
         };
         let Some(prefix) = config.rotation.fleet_lock_prefix.clone() else {
+            if !auto.enabled {
+                return Ok(None);
+            }
             return Err(
                 "rotation.fleet_lock_prefix is not set: [rotation.auto] needs it, so \
                         that the hosts of a fleet agree on one rotation; set it and retry"

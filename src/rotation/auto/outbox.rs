@@ -49,16 +49,17 @@ impl Rotator {
             next_try: None,
         };
         let key = marker.clone();
+        let fallback = pending.clone();
+        // An entry already in the outbox wins: it carries the tries and the next try.
         let queued = state::update_off_runtime(&self.state_dir, move |s| {
-            s.outbox.entry(key).or_insert(pending);
+            s.outbox.entry(key).or_insert(pending).clone()
         })
         .await;
-        if let Err(e) = queued {
+        let pending = queued.unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot keep the alert in the state file's outbox; it is sent now, but not again if this fails");
-        }
-        if let Some(pending) = self.outbox().await.get(&marker) {
-            self.send_pending(&marker, pending).await;
-        }
+            fallback
+        });
+        self.send_pending(&marker, &pending).await;
     }
 
     /// Sends the alerts in the outbox whose time has come.

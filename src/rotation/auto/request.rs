@@ -414,9 +414,19 @@ impl Rotator {
             "automatic rotation: Amazon announced the client secret's expiry"
         );
         // The notification the current value came from, when it came from one.
-        let old_secret_expiry = self
+        let origin = match self
             .origin(&self.scope(&subject.app), &subject.fingerprint)
             .await
+        {
+            Ok(origin) => origin,
+            Err(err) => {
+                tracing::warn!(message_id = %work.id, error = %err, "expiry notification left in the queue: cannot read where the current secret came from");
+                let after = machine::retry_after(work.receive_count);
+                let _ = work.finish(Finish::RetryAfter(after)).await;
+                return;
+            }
+        };
+        let old_secret_expiry = origin
             .and_then(|o| o.old_secret_expires_at)
             .and_then(|t| fleet::parse_time(&t));
         let action = machine::expiry_action(
