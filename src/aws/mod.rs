@@ -165,11 +165,13 @@ impl ChainOrigin {
             .to_string();
         match name.as_str() {
             "EnvironmentVariable" => ChainOrigin::Environment,
-            "ProfileFile" => ChainOrigin::Profile,
+            // A profile's own keys, the role it assumes (`role_arn`, also on top of SSO),
+            // or an `aws login` session: all live in the caller's ~/.aws.
+            "ProfileFile" | "AssumeRoleProvider" | "Login" => ChainOrigin::Profile,
             "SSO" => ChainOrigin::Sso,
             "CredentialProcess" => ChainOrigin::Process,
             "WebIdentityToken" => ChainOrigin::WebIdentity,
-            "ECS" | "ContainerCredentials" => ChainOrigin::Container,
+            "EcsContainer" => ChainOrigin::Container,
             "IMDSv2" => ChainOrigin::InstanceRole,
             _ => ChainOrigin::Other(name),
         }
@@ -241,4 +243,35 @@ pub async fn sdk_config(
         loader = loader.credentials_provider(provider);
     }
     loader.load().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChainOrigin;
+    use aws_credential_types::Credentials;
+
+    fn origin(provider: &'static str) -> ChainOrigin {
+        ChainOrigin::of(&Credentials::new(
+            "AKIDEXAMPLE",
+            "secret",
+            None,
+            None,
+            provider,
+        ))
+    }
+
+    /// The names are the SDK's own (aws-config's providers); an admin's profile that
+    /// assumes a role is still the admin's shell, not the service.
+    #[test]
+    fn the_sdk_provider_names_map_to_where_the_credentials_live() {
+        assert_eq!(origin("ProfileFile"), ChainOrigin::Profile);
+        assert_eq!(origin("AssumeRoleProvider"), ChainOrigin::Profile);
+        assert_eq!(origin("Login"), ChainOrigin::Profile);
+        assert_eq!(origin("SSO"), ChainOrigin::Sso);
+        assert_eq!(origin("EcsContainer"), ChainOrigin::Container);
+        assert_eq!(origin("IMDSv2"), ChainOrigin::InstanceRole);
+        assert!(origin("AssumeRoleProvider").is_the_callers());
+        assert!(!origin("IMDSv2").is_the_callers());
+        assert_eq!(origin("Else"), ChainOrigin::Other("Else".into()));
+    }
 }

@@ -315,6 +315,22 @@ fn config_check(path: &std::path::Path) -> Outcome {
         Ok((cfg, ra_notes)) => {
             let mut notes = offline_notes(&cfg);
             notes.extend(ra_notes);
+            // The credentials file as `run` checks it, where this shell can see it.
+            if let Some(file) = &cfg.aws.credentials_file {
+                match crate::config::resolve_credential_path(file) {
+                    Err(why) => notes.push(format!(
+                        "aws.credentials_file cannot be checked here ({why});                          `lwa-agent doctor --as-service` checks it as the service"
+                    )),
+                    Ok(_) => {
+                        if let Err(e) = crate::aws::credentials_file(file) {
+                            return Outcome::Usage(format!(
+                                "{} has 1 problem:\n{e}",
+                                path.display()
+                            ));
+                        }
+                    }
+                }
+            }
             for n in &notes {
                 println!("note: {n}");
             }

@@ -325,8 +325,15 @@ fn extract(figment: &Figment, path: &Path, file_label: &str) -> Result<Config, C
                     });
                 }
                 _ => {
+                    // This error comes from re-reading `value`, whose metadata names this
+                    // code; where the key was set is in the original figment.
                     let mut problems = unknown;
-                    problems.extend(figment_problems(e, file_label).problems);
+                    problems.extend(figment_problems(e, file_label).problems.into_iter().map(
+                        |p| Problem {
+                            source: source_of(figment, &p.key, file_label),
+                            ..p
+                        },
+                    ));
                     return Err(ConfigError { problems });
                 }
             },
@@ -443,4 +450,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| {
         format!("`{s}` is not a duration ({e}); write it like \"90s\", \"5m\" or \"150d\"")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value of the wrong type is reported where it was written, with an unknown key
+    /// beside it (both go through the re-read that collects every unknown key).
+    #[test]
+    fn a_wrong_type_names_the_config_file_not_the_code() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lwa-agent.toml");
+        std::fs::write(
+            &path,
+            "[aws]\nregion = \"us-east-2\"\n[lwa]\ntimeout = 5\nretries = 1\n\
+             [[credentials]]\nname = \"default\"\nclient_id_parameter = \"/a\"\n\
+             client_secret_parameter = \"/b\"\nrefresh_token_parameter = \"/c\"\n",
+        )
+        .expect("write");
+        let err = load(&path).expect_err("a number is no duration");
+        let file = path.display().to_string();
+        for key in ["lwa.timeout", "lwa.retries"] {
+            let p = err
+                .problems
+                .iter()
+                .find(|p| p.key == key)
+                .unwrap_or_else(|| panic!("no problem for {key}: {err}"));
+            assert!(
+                p.source.contains(&file) && !p.source.contains(".rs"),
+                "{key} comes from {}",
+                p.source
+            );
+        }
+    }
 }

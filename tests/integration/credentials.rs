@@ -7,8 +7,32 @@
 use std::process::Command;
 
 use lwa_agent_testservers::aws_identity::{AwsIdentity, Settings};
+use lwa_agent_testservers::proxy::Proxy;
 
 use crate::harness::*;
+
+/// `config` with AWS reached through a proxy in front of moto. moto accepts any signature,
+/// so only what was sent shows which credentials signed the calls (`assert_signed_with`).
+async fn through_proxy(w: &World, config: &str) -> (Proxy, String) {
+    let moto = format!("127.0.0.1:{}", w.moto_port)
+        .parse()
+        .expect("moto's address");
+    let proxy = Proxy::start(moto).await.expect("proxy");
+    let routed = config.replace(&w.endpoint(), &proxy.url());
+    assert!(routed.contains(&proxy.url()), "{routed}");
+    (proxy, routed)
+}
+
+/// The calls since the last look were signed with the access key `key`, and only with it.
+fn assert_signed_with(proxy: &Proxy, key: &str) {
+    let sent = proxy.take_sent();
+    let signed = sent.matches("Credential=").count();
+    let by_key = sent.matches(&format!("Credential={key}/")).count();
+    assert!(
+        signed > 0 && signed == by_key,
+        "{signed} signed calls, {by_key} with {key}"
+    );
+}
 
 const SSO_TOKEN: &str = "sso-cached-access-token-0123456789";
 
@@ -77,7 +101,8 @@ async fn an_sso_profile_works_for_the_administrators_commands() {
     .await
     .expect("portal");
     let home = sso_home(w.dir.path());
-    let config = w.write_config(&w.config("", ""));
+    let (proxy, config) = through_proxy(&w, &w.config("", "")).await;
+    let config = w.write_config(&config);
 
     let out = as_sso_admin(&home, &portal)
         .arg("--config")
@@ -106,6 +131,7 @@ async fn an_sso_profile_works_for_the_administrators_commands() {
         !stderr.contains("WARN") && !stderr.contains('\u{1b}'),
         "{stderr}"
     );
+    assert_signed_with(&proxy, "ASIASSOTESTKEY");
 
     // put-secret, with the same profile.
     let new = format!("{}-PUT", w.canaries.client_secret);
@@ -136,6 +162,7 @@ async fn an_sso_profile_works_for_the_administrators_commands() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_signed_with(&proxy, "ASIASSOTESTKEY");
     assert_eq!(w.read(SECRET_PARAM).await.0, new);
     for text in [stdout, stderr] {
         w.canaries.assert_absent("doctor", &text);
@@ -190,6 +217,7 @@ async fn a_credentials_file_gives_the_agent_static_keys_and_a_bad_one_is_a_confi
         &format!("region = \"{REGION}\"\n{extra}"),
     );
     assert!(config.contains("credentials_file"), "{config}");
+    let (proxy, config) = through_proxy(&w, &config).await;
     // No keys in the environment: only the file can be the source.
     let mut cmd = agent_command();
     cmd.env_remove("AWS_ACCESS_KEY_ID")
@@ -199,8 +227,8 @@ async fn a_credentials_file_gives_the_agent_static_keys_and_a_bad_one_is_a_confi
         .arg("run");
     let agent = AgentProc::spawn(cmd, w.socket());
     agent.wait_listening().await;
-    let r = agent.wait_for("/v1/token", 20, |r| r.status == 200).await;
-    assert_eq!(r.status, 200, "{}", agent.logs());
+    agent.wait_for("/v1/token", 20, |r| r.status == 200).await;
+    assert_signed_with(&proxy, "AKIASTATICTEST");
     let status = agent.get("/v1/status").await.json();
     assert_eq!(
         status["aws"]["credential_source"], "credentials file",
@@ -209,21 +237,41 @@ async fn a_credentials_file_gives_the_agent_static_keys_and_a_bad_one_is_a_confi
     assert!(!agent.logs().contains("static-test-secret"));
     drop(agent);
 
-    // The units' fallback text where the file should be: exit 2, and the message says what
-    // to write where.
-    std::fs::write(&keys, "no keys: /etc/lwa-agent/aws-credentials is missing").expect("write");
-    let out = agent_command()
-        .arg("--config")
-        .arg(w.write_config(&config))
-        .arg("run")
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let config_path = w.write_config(&config);
+    let check = || {
+        agent_command()
+            .arg("--config")
+            .arg(&config_path)
+            .args(["config", "check"])
+            .output()
+            .expect("config check runs")
+    };
+    let out = check();
     assert!(
-        err.contains("aws.credentials_file") && err.contains("docs/aws-credentials.md"),
-        "{err}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+
+    // The units' fallback text where the file should be: `run` and `config check` both
+    // exit 2, and the message says what to write where.
+    std::fs::write(&keys, "no keys: /etc/lwa-agent/aws-credentials is missing").expect("write");
+    let mut cmd = agent_command();
+    cmd.arg("--config").arg(&config_path).arg("run");
+    let mut agent = AgentProc::spawn(cmd, w.socket());
+    assert_eq!(agent.wait_exit(20).code(), Some(2), "{}", agent.logs());
+    let out = check();
+    assert_eq!(out.status.code(), Some(2));
+    for err in [
+        agent.logs(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ] {
+        assert!(
+            err.contains("aws.credentials_file") && err.contains("docs/aws-credentials.md"),
+            "{err}"
+        );
+        assert!(!err.contains("static-test-secret"), "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,6 +284,7 @@ async fn the_agent_takes_an_ec2_instance_role_from_instance_metadata() {
     })
     .await
     .expect("instance metadata");
+    let (proxy, config) = through_proxy(&w, &w.config("", "")).await;
     let mut cmd = agent_command();
     cmd.env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
@@ -245,11 +294,11 @@ async fn the_agent_takes_an_ec2_instance_role_from_instance_metadata() {
             format!("{}/", imds.url()),
         )
         .arg("--config")
-        .arg(w.write_config(&w.config("", "")))
+        .arg(w.write_config(&config))
         .arg("run");
     let agent = AgentProc::spawn(cmd, w.socket());
     agent.wait_listening().await;
-    let r = agent.wait_for("/v1/token", 20, |r| r.status == 200).await;
-    assert_eq!(r.status, 200, "{:?}\n{}", imds.calls(), agent.logs());
+    agent.wait_for("/v1/token", 20, |r| r.status == 200).await;
     assert!(imds.instance_role_used(), "{:?}", imds.calls());
+    assert_signed_with(&proxy, "ASIAIMDSTESTKEY");
 }

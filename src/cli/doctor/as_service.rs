@@ -76,13 +76,12 @@ fn read_report(since: u64) -> Result<String, String> {
     }
 }
 
-/// Whether the report's last line is one that doctor prints only when it is done: its
-/// verdict on success, or the command's closing error (stdout and stderr share one stream
-/// to the journal, so that line comes last).
+/// Whether the report holds a line that doctor prints only when it is done: its verdict
+/// on success, or the command's closing error. That error may run over several lines (a
+/// config's problems, one per line), written at once, so it need not be the last line.
 fn is_complete(text: &str) -> bool {
     text.lines()
-        .last()
-        .is_some_and(|l| l == "all checks passed" || l.starts_with("lwa-agent: "))
+        .any(|l| l == "all checks passed" || l.starts_with("lwa-agent: "))
 }
 
 #[cfg(test)]
@@ -96,6 +95,9 @@ mod tests {
             "ok    config: /etc/lwa-agent/lwa-agent.toml\n"
         ));
         assert!(is_complete("ok    a: b\nall checks passed\n"));
+        assert!(is_complete(
+            "lwa-agent: invalid configuration:\n  aws.region: is required\n"
+        ));
         assert!(is_complete(
             "FAIL  a: b\nlwa-agent: 1 check failed (see above)\n"
         ));
