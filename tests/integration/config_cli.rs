@@ -134,17 +134,19 @@ async fn token_and_status_commands_talk_to_the_running_agent() {
         "{table}"
     );
     // The agent's look at the parameters' ages at start-up shows as the last check.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let out = lwa_agent(&["--config", cfg, "status"]);
-        let table = String::from_utf8_lossy(&out.stdout).into_owned();
-        if table.contains("(the look at start-up: ages read, nothing sent)") {
-            assert!(!table.contains("Rotation check: last -"), "{table}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{table}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let table =
+        || String::from_utf8_lossy(&lwa_agent(&["--config", cfg, "status"]).stdout).into_owned();
+    let shown = eventually(
+        10,
+        || async {
+            let t = table();
+            t.contains("(the look at start-up: ages read, nothing sent)")
+                .then_some(t)
+        },
+        table,
+    )
+    .await;
+    assert!(!shown.contains("Rotation check: last -"), "{shown}");
     // Logs to a pipe carry no colour codes.
     assert!(!agent.logs().contains('\u{1b}'), "{}", agent.logs());
 

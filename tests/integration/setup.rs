@@ -556,6 +556,11 @@ async fn setup_never_puts_back_an_older_secret_unless_told() {
     d.w.put(&secret_parameter, &dead).await;
     d.setup(&["--outputs", &outputs], &d.good_input())
         .assert_ok();
+    assert_eq!(
+        d.w.read(&secret_parameter).await.0,
+        d.w.canaries.client_secret,
+        "the dead secret was replaced by the typed one"
+    );
 }
 
 /// Usage errors (exit 2) come before any secret is read or anything is written.
