@@ -36,9 +36,12 @@ const BOOT: &str = "mount --make-rprivate / && mount -t tmpfs tmpfs /tmp && \
                     mount --make-rshared / && \
                     exec /lib/systemd/systemd --system --unit=multi-user.target";
 
+/// The agent's log line when a reload (SIGHUP) starts.
+const RELOADED: &str = "SIGHUP: re-reading the parameters from SSM";
+
 impl Booted {
     pub(super) fn boot() -> Booted {
-        let unshare = Command::new(tool("unshare"))
+        let mut unshare = Command::new(tool("unshare"))
             .args([
                 "--pid",
                 "--fork",
@@ -55,16 +58,25 @@ impl Booted {
             .expect("unshare starts (util-linux: run tests/setup)");
         let deadline = Instant::now() + Duration::from_secs(20);
         let pid = loop {
-            if let Some(pid) = find_child(unshare.id()) {
+            let child = find_child(unshare.id());
+            if let Some(pid) = child {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
                 if comm.trim() == "systemd" {
                     break pid;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "systemd did not start under unshare"
-            );
+            if Instant::now() >= deadline {
+                // Nothing may outlive the test: a systemd that comes up late would stay.
+                if let Some(pid) = child {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = unshare.kill();
+                let _ = unshare.wait();
+                panic!("systemd did not start under unshare within 20 s");
+            }
             std::thread::sleep(Duration::from_millis(50));
         };
         let booted = Booted { unshare, pid };
@@ -155,25 +167,65 @@ impl Booted {
     /// The check service as the sandboxed user, with the service's credentials: it
     /// succeeds and logs its rotation check.
     fn check_service_succeeds(&self) {
-        self.systemctl_ok(&["start", "lwa-agent-check.service"]);
-        let journal = self.journal(&["-u", "lwa-agent-check.service"]);
+        let started = self.systemctl(&["start", "lwa-agent-check.service"]);
+        let journal = || self.journal(&["-u", "lwa-agent-check.service"]);
+        assert!(started.status.success(), "{started:?}\n{}", journal());
         assert_eq!(
             self.show("lwa-agent-check.service", "Result"),
             "success",
-            "{journal}"
+            "{}",
+            journal()
         );
-        assert!(journal.contains("rotation check at"), "{journal}");
+        // journald may write the line a moment after the unit ends.
+        self.wait("the check's line in the journal", 10, || {
+            journal().contains("rotation check at")
+        });
+    }
+
+    /// `lwa-agent doctor --as-service`: the checks inside lwa-agent-doctor.service, as the
+    /// service's user with its credentials. Returns what it printed, having passed.
+    fn doctor_as_service(&self) -> String {
+        let out = output(
+            self.command("/usr/bin/lwa-agent")
+                .args(["doctor", "--as-service"]),
+        );
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && said.contains("all checks passed"),
+            "{:?}: {said}{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.journal(&["-n", "60"])
+        );
+        said
+    }
+
+    /// Every unit that runs the binary has no core file limit, as systemd applied it.
+    fn assert_no_core_dumps(&self) {
+        for unit in [
+            "lwa-agent.service",
+            "lwa-agent-check.service",
+            "lwa-agent-doctor.service",
+            "lwa-agent-pki.service",
+        ] {
+            assert_eq!(self.show(unit, "LimitCORE"), "0", "{unit}: LimitCORE=0");
+        }
     }
 
     /// systemctl reload: ExecReload= signals the agent, which re-reads and stays up (the
     /// same main PID) and serves a token afterwards.
     async fn reload_keeps_serving(&self) {
         let pid = self.main_pid();
-        self.systemctl_ok(&["reload", "lwa-agent.service"]);
-        self.wait("the reload in the journal", 20, || {
+        let reloads = || {
             self.journal(&["-u", "lwa-agent.service"])
-                .contains("SIGHUP")
-        });
+                .matches(RELOADED)
+                .count()
+        };
+        let before = reloads();
+        self.systemctl_ok(&["reload", "lwa-agent.service"]);
+        self.wait("the reload in the journal", 20, || reloads() > before);
+        let journal = self.journal(&["-u", "lwa-agent.service"]);
+        assert!(!journal.contains("reload on SIGHUP failed"), "{journal}");
         assert_eq!(self.main_pid(), pid, "a reload is not a restart");
         assert_eq!(token(&self.socket()).await, Ok(200));
     }
@@ -781,7 +833,14 @@ async fn the_package_as_an_older_systemd_runs_it(version: u32, old_kernel: bool)
     let _installed = Installed::new(&p.deb);
     read_units_as(version);
     let w = World::new().await;
-    let ra = RolesAnywhereHost::new(w.dir.path()).await;
+    // The oldest runs without chain.pem (a CA that issues leaf certificates directly), the
+    // others with one: the path unit must see a renewal either way.
+    let chained = version != OLDEST_SYSTEMD;
+    let ra = if chained {
+        RolesAnywhereHost::new(w.dir.path()).await
+    } else {
+        RolesAnywhereHost::without_chain(w.dir.path()).await
+    };
     let pki = PkiDir::install(&ra);
     std::fs::write(
         "/etc/lwa-agent/lwa-agent.toml",
@@ -789,8 +848,13 @@ async fn the_package_as_an_older_systemd_runs_it(version: u32, old_kernel: bool)
     )
     .expect("write config");
     let sd = Booted::boot();
+    sd.assert_no_core_dumps();
     if old_kernel {
-        for unit in ["lwa-agent.service", "lwa-agent-check.service"] {
+        for unit in [
+            "lwa-agent.service",
+            "lwa-agent-check.service",
+            "lwa-agent-doctor.service",
+        ] {
             sd.drop_in(unit, "kernel-4-18", &kernel_4_18());
         }
     }
@@ -814,14 +878,11 @@ async fn the_package_as_an_older_systemd_runs_it(version: u32, old_kernel: bool)
         // The hand-off: 0400 copies for the service user alone, in a 0700 directory.
         let dir = std::fs::metadata(&copies).expect("the runtime directory");
         assert_eq!((dir.uid(), dir.mode() & 0o777), (uid, 0o700));
-        for id in [
-            "rolesanywhere-cert",
-            "rolesanywhere-key",
-            "rolesanywhere-chain",
-        ] {
+        for id in ["rolesanywhere-cert", "rolesanywhere-key"] {
             let meta = std::fs::metadata(copies.join(id)).expect("a copy");
             assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o400), "{id}");
         }
+        assert_eq!(copies.join("rolesanywhere-chain").exists(), chained);
     } else {
         let copied: Vec<_> = std::fs::read_dir(&copies)
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -841,15 +902,23 @@ async fn the_package_as_an_older_systemd_runs_it(version: u32, old_kernel: bool)
     step("check service");
     sd.check_service_succeeds();
 
+    step("doctor as the service");
+    let said = sd.doctor_as_service();
+    assert!(said.contains("Roles Anywhere CreateSession"), "{said}");
+    w.canaries.assert_absent("doctor as the service", &said);
+
     step("certificate renewal");
-    let pid = sd.main_pid();
-    let clients = ClientLoop::start(sd.socket(), 4);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let half = ra.renew_named(w.dir.path(), "half");
+    half_done_renewal_restarts_nothing(&sd, &half).await;
+    restarts_once(&sd, &ra, "the key after the certificate", || {
+        PkiDir::renew(&half, Renewal::RenameOver, true)
+    })
+    .await;
     let renewed = ra.renew(w.dir.path());
-    PkiDir::renew(&renewed, Renewal::WriteThenRename, true);
-    sd.wait_restarted("the agent restarted for the new certificate", pid);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    clients.finish("a certificate renewal").await;
+    restarts_once(&sd, &ra, "a renewal tool's write-then-rename", || {
+        PkiDir::renew(&renewed, Renewal::WriteThenRename, true)
+    })
+    .await;
 
     step("watchdog");
     sd.wait_watchdog_restart();
@@ -975,21 +1044,8 @@ async fn a_certificate_renewal_restarts_the_agent_once_however_it_is_written() {
             };
             restarts_once(&sd, &ra, &what, || PkiDir::renew(&files, how, key)).await;
         }
-        // Half done: the new certificate, its key not yet. The check fails; nothing restarts.
         let files = ra.renew_named(w.dir.path(), "half");
-        let pid = sd.main_pid();
-        let clients = ClientLoop::start(sd.socket(), 2);
-        PkiDir::renew(&files, Renewal::RenameOver, false);
-        sd.wait("the check of the half-done renewal", 20, || {
-            sd.show("lwa-agent-pki.service", "Result") == "exit-code"
-        });
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert_eq!(
-            sd.main_pid(),
-            pid,
-            "a half-done renewal restarted the agent"
-        );
-        clients.finish("a half-done renewal").await;
+        half_done_renewal_restarts_nothing(&sd, &files).await;
         // The key follows: now it restarts, once.
         restarts_once(&sd, &ra, "the key after the certificate", || {
             PkiDir::renew(&files, Renewal::RenameOver, true)
@@ -997,6 +1053,24 @@ async fn a_certificate_renewal_restarts_the_agent_once_however_it_is_written() {
         .await;
         sd.systemctl_ok(&["stop", "lwa-agent.service", "lwa-agent.socket"]);
     }
+}
+
+/// Half done: the new certificate, its key not yet. The check fails; nothing restarts and
+/// no request fails.
+async fn half_done_renewal_restarts_nothing(sd: &Booted, files: &pki::Files) {
+    let pid = sd.main_pid();
+    let clients = ClientLoop::start(sd.socket(), 2);
+    PkiDir::renew(files, Renewal::RenameOver, false);
+    sd.wait("the check of the half-done renewal", 20, || {
+        sd.show("lwa-agent-pki.service", "Result") == "exit-code"
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sd.main_pid(),
+        pid,
+        "a half-done renewal restarted the agent"
+    );
+    clients.finish("a half-done renewal").await;
 }
 
 /// Runs `renew` while clients ask for tokens; the agent restarts exactly once, no request
@@ -1062,24 +1136,12 @@ async fn the_service_takes_an_ec2_instance_role_and_doctor_as_the_service_proves
     );
     assert!(imds.instance_role_used(), "{:?}", imds.calls());
 
-    let out = output(
-        sd.command("/usr/bin/lwa-agent")
-            .args(["doctor", "--as-service"]),
-    );
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{:?}: {said}{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        sd.journal(&["-n", "60"])
-    );
+    let said = sd.doctor_as_service();
     assert!(
         said.contains(
             "ok    AWS credential source: the standard chain: the EC2 instance role (instance metadata)"
         ) && !said.contains("WARN"),
         "{said}"
     );
-    assert!(said.contains("all checks passed"), "{said}");
     w.canaries.assert_absent("doctor as the service", &said);
 }
