@@ -15,14 +15,13 @@
 //!
 //! Written by hand: no crate does this (it is a few file operations).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::Outcome;
 
-/// Where the packaged units point the copies to (and the agent looks for them).
-pub const DIRECTORY_VARIABLE: &str = "LWA_CREDENTIALS_DIRECTORY";
+use crate::config::COPIES_DIRECTORY_VARIABLE as DIRECTORY_VARIABLE;
 
 /// The largest credential `LoadCredential=` accepts (systemd's `CREDENTIAL_SIZE_MAX`).
 const MAX_SIZE: u64 = 1024 * 1024;
@@ -101,11 +100,16 @@ fn copy(pair: &Pair, dir: &Path) -> Result<bool, String> {
             pair.id
         )
     };
-    let meta = match std::fs::metadata(&pair.source) {
-        Ok(m) => m,
+    // Opened once, then checked and read through that handle: the file checked is the
+    // file copied. (The source may be a symlink, as renewal tools keep them.)
+    let source = match std::fs::File::open(&pair.source) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(what(e, "read", &pair.source)),
     };
+    let meta = source
+        .metadata()
+        .map_err(|e| what(e, "read", &pair.source))?;
     if !meta.is_file() || meta.len() > MAX_SIZE {
         return Err(format!(
             "{} for credential {} is not a regular file of at most 1 MiB",
@@ -113,33 +117,60 @@ fn copy(pair: &Pair, dir: &Path) -> Result<bool, String> {
             pair.id
         ));
     }
-    let data = zeroize::Zeroizing::new(
-        std::fs::read(&pair.source).map_err(|e| what(e, "read", &pair.source))?,
-    );
-    // The directory systemd made for the service user: its owner gets the copy.
-    let owner = std::fs::metadata(dir).map_err(|e| what(e, "use", dir))?;
+    let mut data = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+    std::io::Read::take(&source, MAX_SIZE)
+        .read_to_end(&mut data)
+        .map_err(|e| what(e, "read", &pair.source))?;
+    // The directory systemd made for the service user (RuntimeDirectoryMode=0700): its
+    // owner gets the copy. Anything else (a symlink, a directory others can enter, such
+    // as /etc after a wrong variable) is refused: root writes secrets nowhere else.
+    let owner = std::fs::symlink_metadata(dir).map_err(|e| what(e, "use", dir))?;
+    if !owner.is_dir() || owner.mode() & 0o077 != 0 {
+        return Err(format!(
+            "${DIRECTORY_VARIABLE} ({}) is not a directory private to its owner (mode 0700): \
+             it should be the unit's RuntimeDirectory=; nothing was copied there",
+            dir.display()
+        ));
+    }
     let target = dir.join(&pair.id);
     let partial = dir.join(format!(".{}.partial", pair.id));
     let _ = std::fs::remove_file(&partial);
+    let written = write_private(&partial, &data, &owner)
+        .map_err(|(e, doing)| what(e, doing, &partial))
+        .and_then(|()| {
+            std::fs::rename(&partial, &target).map_err(|e| what(e, "rename into", &target))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written?;
+    Ok(true)
+}
+
+/// A new 0400 file at `path` with `data`, owned by `owner`'s owner, never through a link.
+fn write_private(
+    path: &Path,
+    data: &[u8],
+    owner: &std::fs::Metadata,
+) -> Result<(), (std::io::Error, &'static str)> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o400)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&partial)
-        .map_err(|e| what(e, "create", &partial))?;
+        .open(path)
+        .map_err(|e| (e, "create"))?;
     std::os::unix::fs::fchown(&file, Some(owner.uid()), Some(owner.gid()))
-        .map_err(|e| what(e, "give to the service user", &partial))?;
-    file.write_all(&data)
+        .map_err(|e| (e, "give to the service user"))?;
+    file.write_all(data)
         .and_then(|()| file.sync_all())
-        .map_err(|e| what(e, "write", &partial))?;
-    std::fs::rename(&partial, &target).map_err(|e| what(e, "rename into", &target))?;
-    Ok(true)
+        .map_err(|e| (e, "write"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn pairs_are_load_credential_syntax() {
@@ -156,6 +187,9 @@ mod tests {
     fn a_copy_is_private_to_the_directorys_owner_and_a_missing_source_is_skipped() {
         let src = tempfile::tempdir().expect("tmp");
         let dir = tempfile::tempdir().expect("tmp");
+        // As systemd makes it (RuntimeDirectoryMode=0700).
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
         std::fs::write(src.path().join("key.pem"), "KEY").expect("write");
         let pair = Pair {
             id: "rolesanywhere-key".into(),
@@ -181,5 +215,15 @@ mod tests {
             source: src.path().to_path_buf(),
         };
         assert!(copy(&directory, dir.path()).is_err());
+        // A directory others can enter (a wrong variable pointing at /etc, say) is refused.
+        let open = tempfile::tempdir().expect("tmp");
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let refused = copy(&pair, open.path()).expect_err("refused");
+        assert!(refused.contains("0700"), "{refused}");
+        assert!(std::fs::read_dir(open.path())
+            .expect("dir")
+            .next()
+            .is_none());
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
-pub use validate::resolve_credential_path;
+pub use validate::{resolve_credential_path, COPIES_DIRECTORY_VARIABLE};
 
 /// Where the packages install the config; `--config` and `LWA_AGENT_CONFIG` override it.
 pub const DEFAULT_PATH: &str = "/etc/lwa-agent/lwa-agent.toml";

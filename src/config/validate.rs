@@ -595,6 +595,10 @@ pub const HANDED_OVER: [(&str, &str); 4] = [
     ("aws-credentials", "/etc/lwa-agent/aws-credentials"),
 ];
 
+/// Where the packaged units' `lwa-agent load-credentials` copies the handed-over files on
+/// systemd before 247 (their `RuntimeDirectory=`), and where the agent looks for them.
+pub const COPIES_DIRECTORY_VARIABLE: &str = "LWA_CREDENTIALS_DIRECTORY";
+
 /// Resolves a path that may start with `%d/` (systemd `LoadCredential=`) against
 /// `$CREDENTIALS_DIRECTORY`, or, on systemd before 247, against the directory the packaged
 /// units copy the same files to (`$LWA_CREDENTIALS_DIRECTORY`, `lwa-agent
@@ -604,7 +608,7 @@ pub fn resolve_credential_path(path: &str) -> Result<PathBuf, String> {
     let Some(rest) = path.strip_prefix("%d/") else {
         return Ok(PathBuf::from(path));
     };
-    let dir = ["CREDENTIALS_DIRECTORY", "LWA_CREDENTIALS_DIRECTORY"]
+    let dir = ["CREDENTIALS_DIRECTORY", COPIES_DIRECTORY_VARIABLE]
         .iter()
         .find_map(|v| std::env::var_os(v).filter(|d| !d.is_empty()));
     // Root, outside the units (`sudo lwa-agent doctor`): the files the units hand over under
