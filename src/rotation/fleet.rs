@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 /// depth and length limit, so a parameter's own path is not reused).
 pub fn hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
-    hex(&digest[..8])
+    hex::encode(&digest[..8])
 }
 
 /// A one-way fingerprint of a secret: it names a secret in markers and records without
@@ -43,11 +43,7 @@ pub fn fingerprint(secret: &SecretString) -> String {
     let mut h = Sha256::new();
     h.update(b"lwa-agent secret fingerprint v1\0");
     h.update(secret.expose_secret().as_bytes());
-    hex(&h.finalize()[..12])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&h.finalize()[..12])
 }
 
 /// The fleet's names for one app.

@@ -193,10 +193,6 @@ impl Rotator {
         &self.auto
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     fn count(&self, event: &str) {
         if let Some(m) = self.mode.metrics() {
             m.auto_rotation_event(event);
@@ -424,19 +420,6 @@ impl Rotator {
             "queues": queues,
         })
     }
-}
-
-/// A record's outcome as one short phrase, for tables and reports.
-pub fn describe(r: &state::AutoRotation) -> String {
-    let mut text = r.outcome.clone();
-    if let Some(v) = r.parameter_version {
-        text.push_str(&format!(" (version {v})"));
-    }
-    text.push_str(&format!(" at {} on {}", r.at, r.host));
-    if r.needs_attention {
-        text.push_str(", NEEDS ATTENTION");
-    }
-    text
 }
 
 #[cfg(test)]
